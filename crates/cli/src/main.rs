@@ -1,0 +1,283 @@
+//! `cascade`: generate or import data, serve the API, run the demo and the benchmarks.
+
+mod bench;
+mod generate;
+mod import;
+mod store;
+mod world;
+
+use anyhow::Context;
+use cascade_server::Config;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "cascade",
+    version,
+    about = "Cascade: a fast, dependable recommendation engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a synthetic world (items, users, sessions of feedback) as JSONL files.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 50_000)]
+        items: usize,
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Load items, users and events into a data dir (the server must not be running on it).
+    Import {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, value_enum)]
+        format: import::Format,
+        path: PathBuf,
+    },
+    /// Serve the HTTP API over a data dir.
+    Serve {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        addr: Option<String>,
+    },
+    /// Generate (or import) a world, build what the pipeline needs, serve it, print examples.
+    Demo {
+        /// Data dir to use (kept); a fresh temporary one when absent.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Import this MovieLens directory (as written by get-movielens) instead of generating.
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        #[arg(long, default_value_t = 50_000)]
+        items: usize,
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Measure ingest throughput and recommendation latency under concurrent load.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CASCADE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Generate {
+            out,
+            items,
+            users,
+            events,
+            seed,
+        } => {
+            let t = Instant::now();
+            let mut sink = generate::JsonlDirSink::create(&out)?;
+            let p = generate::GenerateParams::new(
+                items,
+                users,
+                events,
+                seed,
+                cascade_core::time::now_millis(),
+            );
+            let c = generate::generate(&p, &mut sink, true)?;
+            sink.finish()?;
+            println!(
+                "wrote {} items, {} users, {} events to {} in {:.1}s",
+                c.items,
+                c.users,
+                c.events,
+                out.display(),
+                t.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Import {
+            data_dir,
+            format,
+            path,
+        } => {
+            let t = Instant::now();
+            let mut sink = store::StoreSink::open(&data_dir)?;
+            import::import(format, &path, &mut sink, true)?;
+            let c = sink.finish()?;
+            println!(
+                "imported {} items, {} users, {} events into {} in {:.1}s",
+                c.items,
+                c.users,
+                c.events,
+                data_dir.display(),
+                t.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Serve {
+            data_dir,
+            config,
+            addr,
+        } => {
+            let mut cfg = Config::load(config.as_deref())?;
+            if let Some(d) = data_dir {
+                cfg.data_dir = d;
+            }
+            if let Some(a) = addr {
+                cfg.server.addr = a;
+            }
+            runtime()?.block_on(serve(cfg, None))
+        }
+        Command::Demo {
+            data_dir,
+            dataset,
+            addr,
+            items,
+            users,
+            events,
+            seed,
+        } => demo(data_dir, dataset, addr, (items, users, events, seed)),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}
+
+/// Binds, prints the address (tests and scripts read this line), serves until a signal.
+async fn serve(cfg: Config, banner: Option<Box<dyn FnOnce(&str) + Send>>) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let engine = cascade_server::Engine::open_async(cfg.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(&cfg.server.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.server.addr))?;
+    let addr = listener.local_addr()?.to_string();
+    println!("listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    tracing::info!(
+        %addr,
+        replayed = engine.replay.records,
+        ready_ms = t.elapsed().as_millis() as u64,
+        "cascade is serving"
+    );
+    if let Some(b) = banner {
+        b(&addr);
+    }
+    let served = cascade_server::serve(engine.clone(), listener, shutdown_signal()).await;
+    engine.close().await;
+    served.map_err(Into::into)
+}
+
+fn log_is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("log")).map_or(true, |mut r| r.next().is_none())
+}
+
+fn demo(
+    data_dir: Option<PathBuf>,
+    dataset: Option<PathBuf>,
+    addr: String,
+    (items, users, events, seed): (usize, usize, usize, u64),
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let (dir, _tmp) = match data_dir {
+        Some(d) => (d, None),
+        None => {
+            let tmp = tempfile::Builder::new().prefix("cascade-demo-").tempdir()?;
+            (tmp.path().to_path_buf(), Some(tmp))
+        }
+    };
+    let (example_user, example_item) = if let Some(ds) = &dataset {
+        if log_is_empty(&dir) {
+            eprintln!("importing {} into {}", ds.display(), dir.display());
+            let mut sink = store::StoreSink::open(&dir)?;
+            import::import(import::Format::Movielens, ds, &mut sink, true)?;
+            sink.finish()?;
+        }
+        ("1".to_string(), "1".to_string())
+    } else {
+        if log_is_empty(&dir) {
+            eprintln!(
+                "generating {items} items, {users} users, {events} events into {}",
+                dir.display()
+            );
+            let mut sink = store::StoreSink::open(&dir)?;
+            let p = generate::GenerateParams::new(
+                items,
+                users,
+                events,
+                seed,
+                cascade_core::time::now_millis(),
+            );
+            generate::generate(&p, &mut sink, true)?;
+            sink.finish()?;
+        }
+        ("u1".to_string(), "i1".to_string())
+    };
+    eprintln!(
+        "data ready in {:.1}s; starting the server",
+        t.elapsed().as_secs_f64()
+    );
+    let mut cfg = Config::load(None)?;
+    cfg.data_dir = dir;
+    cfg.server.addr = addr;
+    let banner = Box::new(move |addr: &str| {
+        println!(
+            "\nCascade demo is up (started in {:.1}s). Try:\n\n\
+             curl -s 'http://{addr}/v1/recommendations/home?user_id={example_user}&n=5' | python3 -m json.tool\n\
+             curl -s -X POST http://{addr}/v1/recommendations/feed -H 'content-type: application/json' \\\n  \
+             -d '{{\"user_id\":\"{example_user}\",\"n\":5,\"session_item_ids\":[\"{example_item}\"],\"explain\":true}}'\n\
+             curl -s 'http://{addr}/v1/items/{example_item}/similar?n=5'\n\
+             curl -s -X POST http://{addr}/v1/events -H 'content-type: application/json' \\\n  \
+             -d '{{\"events\":[{{\"type\":\"like\",\"user_id\":\"{example_user}\",\"item_id\":\"{example_item}\"}}]}}'\n\
+             curl -s http://{addr}/metrics | grep cascade_http_requests_total\n\n\
+             Press Ctrl-C to stop.",
+            t.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stdout().flush();
+    });
+    runtime()?.block_on(serve(cfg, Some(banner)))
+}

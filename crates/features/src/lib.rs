@@ -1,0 +1,13 @@
+//! The online state every request reads: catalog, users, interaction histories, popularity.
+//!
+//! State changes only by applying log [`cascade_core::Mutation`]s in log order (see
+//! `cascade-storage`), so replay rebuilds it exactly. Reads take a short read lock and copy
+//! out what a request needs; no lock is ever held across an `.await`.
+
+pub mod schema;
+pub mod state;
+pub mod weights;
+
+pub use schema::{FeatureDef, FeatureSchema};
+pub use state::{Inner, Interaction, ItemRec, State, StateStats, UserState, UserView};
+pub use weights::{Decay, EventWeights};

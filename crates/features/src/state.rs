@@ -1,0 +1,489 @@
+//! In-memory state built by applying log mutations in order.
+
+use crate::weights::{Decay, EventWeights, log_add};
+use cascade_core::{
+    EventKind, IdMap, Idx, Item, ItemPatch, Millis, Mutation, NONE_IDX, Target, User,
+};
+use parking_lot::{RwLock, RwLockReadGuard};
+use serde_json::{Map, Value};
+
+/// A catalog item in its compact, interned form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRec {
+    pub title: Box<str>,
+    pub categories: Box<[Idx]>,
+    pub tags: Box<[Idx]>,
+    pub creator: Idx,
+    pub created_at: Millis,
+    pub hidden: bool,
+    pub mature: bool,
+    pub attributes: Option<Box<Map<String, Value>>>,
+}
+
+/// One remembered interaction of a user (16 bytes; histories are bounded).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interaction {
+    pub item: Idx,
+    /// Unix seconds.
+    pub ts_s: u32,
+    pub kind: EventKind,
+    pub weight: f32,
+}
+
+/// Everything known about one user.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserState {
+    /// Upserted through the API (not only seen in events).
+    pub known: bool,
+    pub attributes: Option<Box<Map<String, Value>>>,
+    pub follows: Vec<Idx>,
+    /// The most recent interactions, oldest first, at most `history_cap`.
+    pub history: Vec<Interaction>,
+    /// Every item the user interacted with and the first time, sorted by item.
+    pub seen: Vec<(Idx, u32)>,
+    /// Items the user hid, sorted.
+    pub hidden_items: Vec<Idx>,
+}
+
+impl UserState {
+    /// Whether the user interacted with `item` before `now_s`.
+    pub fn has_seen(&self, item: Idx, now_s: u32) -> bool {
+        match self.seen.binary_search_by_key(&item, |&(i, _)| i) {
+            Ok(p) => self.seen[p].1 < now_s,
+            Err(_) => false,
+        }
+    }
+}
+
+/// Tunables of the state.
+#[derive(Debug, Clone, Copy)]
+pub struct StateConfig {
+    pub weights: EventWeights,
+    pub popularity_half_life_hours: f64,
+    pub history_cap: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            weights: EventWeights::default(),
+            popularity_half_life_hours: 168.0,
+            history_cap: 200,
+        }
+    }
+}
+
+/// The state behind the lock. Fields are public for the index builders and components,
+/// which only ever see it through a read guard.
+#[derive(Debug)]
+pub struct Inner {
+    pub config: StateConfig,
+    pub decay: Decay,
+    pub items: IdMap,
+    /// By item index; `None` for ids only seen in events, or deleted.
+    pub item_recs: Vec<Option<ItemRec>>,
+    pub categories: IdMap,
+    pub creators: IdMap,
+    pub tags: IdMap,
+    pub users: IdMap,
+    pub user_states: Vec<UserState>,
+    /// Live decayed popularity per item, in log space (see [`Decay`]).
+    pub popularity: Vec<f64>,
+    /// Positive-engagement count per item.
+    pub engagements: Vec<u32>,
+    /// Impressions per item.
+    pub impressions: Vec<u32>,
+    /// Every weighted engagement (unix ms, item, weight), for point-in-time popularity when a
+    /// request's `now` lies before the newest event.
+    pub time_log: Vec<(Millis, Idx, f32)>,
+    /// Newest event time applied.
+    pub watermark: Millis,
+    pub events_applied: u64,
+    /// Bumped by every applied mutation, so builders know when to rebuild.
+    pub generation: u64,
+}
+
+/// Counts for `/metrics` and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateStats {
+    pub items: usize,
+    pub live_items: usize,
+    pub users: usize,
+    pub events: u64,
+}
+
+/// What a request needs to know about its user, copied out under a short read lock.
+#[derive(Debug, Clone, Default)]
+pub struct UserView {
+    pub idx: Option<Idx>,
+    /// Interactions before `now`, oldest first.
+    pub recent: Vec<Interaction>,
+    pub follows: Vec<Idx>,
+    pub interactions: usize,
+    pub attributes: Option<Box<Map<String, Value>>>,
+}
+
+/// Shared handle to the state.
+#[derive(Debug)]
+pub struct State {
+    inner: RwLock<Inner>,
+}
+
+fn to_secs(ms: Millis) -> u32 {
+    (ms.max(0) / 1000).min(i64::from(u32::MAX)) as u32
+}
+
+impl State {
+    pub fn new(config: StateConfig) -> Self {
+        Self {
+            inner: RwLock::new(Inner {
+                config,
+                decay: Decay::from_half_life_hours(config.popularity_half_life_hours),
+                items: IdMap::new(),
+                item_recs: Vec::new(),
+                categories: IdMap::new(),
+                creators: IdMap::new(),
+                tags: IdMap::new(),
+                users: IdMap::new(),
+                user_states: Vec::new(),
+                popularity: Vec::new(),
+                engagements: Vec::new(),
+                impressions: Vec::new(),
+                time_log: Vec::new(),
+                watermark: 0,
+                events_applied: 0,
+                generation: 0,
+            }),
+        }
+    }
+
+    /// A read guard: hold it briefly, never across an `.await`.
+    pub fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read()
+    }
+
+    /// Applies one committed mutation.
+    pub fn apply(&self, m: &Mutation) {
+        self.inner.write().apply(m);
+    }
+
+    pub fn stats(&self) -> StateStats {
+        let g = self.read();
+        StateStats {
+            items: g.items.len(),
+            live_items: g.item_recs.iter().filter(|r| r.is_some()).count(),
+            users: g.users.len(),
+            events: g.events_applied,
+        }
+    }
+}
+
+impl Inner {
+    pub fn item(&self, idx: Idx) -> Option<&ItemRec> {
+        self.item_recs.get(idx as usize).and_then(Option::as_ref)
+    }
+
+    pub fn item_id(&self, idx: Idx) -> &str {
+        self.items.name(idx).unwrap_or("")
+    }
+
+    pub fn user(&self, idx: Idx) -> Option<&UserState> {
+        self.user_states.get(idx as usize)
+    }
+
+    /// Whether the item exists and may be shown at all (not hidden, not deleted).
+    pub fn is_servable(&self, idx: Idx) -> bool {
+        self.item(idx).is_some_and(|r| !r.hidden)
+    }
+
+    /// Copies what a request needs about `user_id` as of `now`.
+    pub fn user_view(&self, user_id: &str, now: Millis, max_recent: usize) -> UserView {
+        let Some(idx) = self.users.get(user_id) else {
+            return UserView::default();
+        };
+        let Some(u) = self.user(idx) else {
+            return UserView::default();
+        };
+        let now_s = to_secs(now);
+        let before = u.history.partition_point(|i| i.ts_s < now_s);
+        let start = before.saturating_sub(max_recent);
+        UserView {
+            idx: Some(idx),
+            recent: u.history[start..before].to_vec(),
+            follows: u.follows.clone(),
+            interactions: u.seen.iter().filter(|&&(_, t)| t < now_s).count(),
+            attributes: u.attributes.clone(),
+        }
+    }
+
+    fn intern_item(&mut self, id: &str) -> Idx {
+        let idx = self.items.intern(id);
+        if idx as usize >= self.item_recs.len() {
+            self.item_recs.push(None);
+            self.popularity.push(f64::NEG_INFINITY);
+            self.engagements.push(0);
+            self.impressions.push(0);
+        }
+        idx
+    }
+
+    fn intern_user(&mut self, id: &str) -> Idx {
+        let idx = self.users.intern(id);
+        if idx as usize >= self.user_states.len() {
+            self.user_states.push(UserState::default());
+        }
+        idx
+    }
+
+    fn labels(map: &mut IdMap, names: &[String]) -> Box<[Idx]> {
+        names.iter().map(|n| map.intern(n)).collect()
+    }
+
+    fn item_rec(&mut self, it: &Item) -> ItemRec {
+        ItemRec {
+            title: it.title.as_str().into(),
+            categories: Self::labels(&mut self.categories, &it.categories),
+            tags: Self::labels(&mut self.tags, &it.tags),
+            creator: it
+                .creator_id
+                .as_deref()
+                .map_or(NONE_IDX, |c| self.creators.intern(c)),
+            created_at: it.created_at.map_or(0, |t| t.0),
+            hidden: it.hidden,
+            mature: it.mature,
+            attributes: (!it.attributes.is_empty()).then(|| Box::new(it.attributes.clone())),
+        }
+    }
+
+    fn patch(&mut self, id: &str, p: &ItemPatch) {
+        let Some(idx) = self.items.get(id) else {
+            return;
+        };
+        let Some(mut rec) = self.item_recs[idx as usize].take() else {
+            return;
+        };
+        if let Some(t) = &p.title {
+            rec.title = t.as_str().into();
+        }
+        if let Some(c) = &p.categories {
+            rec.categories = Self::labels(&mut self.categories, c);
+        }
+        if let Some(t) = &p.tags {
+            rec.tags = Self::labels(&mut self.tags, t);
+        }
+        if let Some(c) = &p.creator_id {
+            rec.creator = self.creators.intern(c);
+        }
+        if let Some(t) = p.created_at {
+            rec.created_at = t.0;
+        }
+        if let Some(a) = &p.attributes {
+            let attrs = rec.attributes.get_or_insert_with(Default::default);
+            for (k, v) in a {
+                attrs.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(h) = p.hidden {
+            rec.hidden = h;
+        }
+        if let Some(m) = p.mature {
+            rec.mature = m;
+        }
+        self.item_recs[idx as usize] = Some(rec);
+    }
+
+    fn upsert_user(&mut self, u: &User) {
+        let idx = self.intern_user(&u.id);
+        let follows: Vec<Idx> = u.follows.iter().map(|c| self.creators.intern(c)).collect();
+        let st = &mut self.user_states[idx as usize];
+        st.known = true;
+        st.attributes = (!u.attributes.is_empty()).then(|| Box::new(u.attributes.clone()));
+        st.follows = follows;
+        st.follows.sort_unstable();
+        st.follows.dedup();
+    }
+
+    /// Applies one mutation; the only way state changes.
+    pub fn apply(&mut self, m: &Mutation) {
+        self.generation += 1;
+        match m {
+            Mutation::UpsertItems(items) => {
+                for it in items {
+                    let idx = self.intern_item(&it.id);
+                    let rec = self.item_rec(it);
+                    self.item_recs[idx as usize] = Some(rec);
+                }
+            }
+            Mutation::PatchItem { id, patch } => self.patch(id, patch),
+            Mutation::DeleteItem { id } => {
+                if let Some(idx) = self.items.get(id) {
+                    self.item_recs[idx as usize] = None;
+                }
+            }
+            Mutation::UpsertUsers(users) => users.iter().for_each(|u| self.upsert_user(u)),
+            Mutation::Events(events) => {
+                for e in events {
+                    self.apply_event(e);
+                }
+            }
+        }
+    }
+
+    fn apply_event(&mut self, e: &cascade_core::Event) {
+        self.events_applied += 1;
+        self.watermark = self.watermark.max(e.ts);
+        let user = self.intern_user(&e.user_id);
+        match &e.target {
+            Target::Creator(c) => {
+                if e.kind == EventKind::Follow {
+                    let c = self.creators.intern(c);
+                    let f = &mut self.user_states[user as usize].follows;
+                    if let Err(p) = f.binary_search(&c) {
+                        f.insert(p, c);
+                    }
+                }
+            }
+            Target::Item(id) => {
+                let item = self.intern_item(id);
+                let ts_s = to_secs(e.ts);
+                let w = self.config.weights.weight(e.kind, e.value, e.fraction);
+                if e.kind == EventKind::Impression {
+                    self.impressions[item as usize] += 1;
+                    return;
+                }
+                if w > 0.0 {
+                    let i = item as usize;
+                    self.popularity[i] = log_add(self.popularity[i], self.decay.log_term(w, e.ts));
+                    self.engagements[i] += 1;
+                    self.time_log.push((e.ts, item, w));
+                }
+                let cap = self.config.history_cap;
+                let st = &mut self.user_states[user as usize];
+                if e.kind == EventKind::Hide {
+                    if let Err(p) = st.hidden_items.binary_search(&item) {
+                        st.hidden_items.insert(p, item);
+                    }
+                }
+                if e.kind.is_interaction() {
+                    match st.seen.binary_search_by_key(&item, |&(i, _)| i) {
+                        Ok(p) => st.seen[p].1 = st.seen[p].1.min(ts_s),
+                        Err(p) => st.seen.insert(p, (item, ts_s)),
+                    }
+                    let rec = Interaction {
+                        item,
+                        ts_s,
+                        kind: e.kind,
+                        weight: w,
+                    };
+                    // Events mostly arrive in time order; keep history sorted anyway.
+                    let pos = st.history.partition_point(|x| x.ts_s <= ts_s);
+                    st.history.insert(pos, rec);
+                    if st.history.len() > cap {
+                        let extra = st.history.len() - cap;
+                        st.history.drain(..extra);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cascade_core::{Event, TimeInput};
+
+    fn item(id: &str, cat: &str) -> Item {
+        Item {
+            id: id.into(),
+            title: format!("Title {id}"),
+            categories: vec![cat.into()],
+            tags: vec![],
+            creator_id: Some("c1".into()),
+            created_at: Some(TimeInput(0)),
+            attributes: Map::new(),
+            hidden: false,
+            mature: false,
+        }
+    }
+
+    fn ev(kind: EventKind, user: &str, item: &str, ts: Millis) -> Event {
+        Event {
+            kind,
+            user_id: user.into(),
+            target: Target::Item(item.into()),
+            value: 1.0,
+            fraction: None,
+            ts,
+            request_id: None,
+            surface: None,
+            position: None,
+        }
+    }
+
+    #[test]
+    fn events_build_history_seen_and_popularity() {
+        let s = State::new(StateConfig::default());
+        s.apply(&Mutation::UpsertItems(vec![
+            item("a", "Comedy"),
+            item("b", "Drama"),
+        ]));
+        s.apply(&Mutation::Events(vec![
+            ev(EventKind::Click, "u", "a", 1_000),
+            ev(EventKind::Like, "u", "b", 5_000),
+            ev(EventKind::Impression, "u", "b", 6_000),
+            ev(EventKind::Skip, "v", "a", 7_000),
+        ]));
+        let g = s.read();
+        let v = g.user_view("u", 10_000, 10);
+        assert_eq!(v.recent.len(), 2);
+        assert_eq!(v.recent[1].kind, EventKind::Like);
+        // Point in time: at t=3s only the click had happened.
+        let early = g.user_view("u", 3_000, 10);
+        assert_eq!(early.recent.len(), 1);
+        let u = g.user(g.users.get("u").expect("u")).expect("state");
+        assert!(u.has_seen(0, 10));
+        assert!(!u.has_seen(1, 4), "b was liked at 5s");
+        // Skips and impressions count no popularity.
+        assert_eq!(g.engagements, vec![1, 1]);
+        assert_eq!(g.impressions, vec![0, 1]);
+        assert!(
+            g.popularity[1] > g.popularity[0],
+            "a like weighs more than a click"
+        );
+    }
+
+    #[test]
+    fn patch_delete_and_hidden() {
+        let s = State::new(StateConfig::default());
+        s.apply(&Mutation::UpsertItems(vec![item("a", "Comedy")]));
+        s.apply(&Mutation::PatchItem {
+            id: "a".into(),
+            patch: ItemPatch {
+                hidden: Some(true),
+                ..Default::default()
+            },
+        });
+        assert!(!s.read().is_servable(0));
+        s.apply(&Mutation::DeleteItem { id: "a".into() });
+        assert!(s.read().item(0).is_none());
+        assert_eq!(s.stats().live_items, 0);
+    }
+
+    #[test]
+    fn replay_is_deterministic() {
+        let muts = vec![
+            Mutation::Events(vec![ev(EventKind::Click, "u", "x", 1)]),
+            Mutation::UpsertItems(vec![item("a", "Comedy"), item("x", "Drama")]),
+            Mutation::Events(vec![ev(EventKind::Click, "w", "a", 2)]),
+        ];
+        let a = State::new(StateConfig::default());
+        let b = State::new(StateConfig::default());
+        muts.iter().for_each(|m| a.apply(m));
+        muts.iter().for_each(|m| b.apply(m));
+        let (ga, gb) = (a.read(), b.read());
+        assert_eq!(ga.items.get("a"), gb.items.get("a"));
+        assert_eq!(ga.item_recs, gb.item_recs);
+        assert_eq!(ga.user_states, gb.user_states);
+    }
+}

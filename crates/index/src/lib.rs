@@ -1,0 +1,13 @@
+//! Derived, read-only artifacts that requests read through atomically swapped snapshots:
+//! popular lists (global and per category) and co-visitation neighbour lists.
+//!
+//! Builders read the live state under a read lock and produce immutable structures; the
+//! data loop swaps them in with [`ModelStore::publish`]. Requests never wait for a build.
+
+pub mod covis;
+pub mod popular;
+mod store;
+
+pub use covis::{CoVisConfig, CoVisitation};
+pub use popular::PopularLists;
+pub use store::{ModelStore, Models};

@@ -1,0 +1,73 @@
+//! The swap point between the data loop (writer) and requests (readers).
+
+use crate::{CoVisitation, PopularLists};
+use arc_swap::ArcSwap;
+use cascade_core::Millis;
+use parking_lot::Mutex;
+use std::sync::Arc;
+
+/// One consistent set of derived artifacts.
+#[derive(Debug, Default)]
+pub struct Models {
+    /// Named in every response's `model_version`.
+    pub version: String,
+    pub popular: Arc<PopularLists>,
+    pub covis: Arc<CoVisitation>,
+}
+
+/// Holds the current [`Models`] behind an `ArcSwap`: readers load without locking, the data
+/// loop publishes a new set atomically; in-flight requests keep the set they started with.
+#[derive(Debug, Default)]
+pub struct ModelStore {
+    current: ArcSwap<Models>,
+    /// Point-in-time popular lists for replayed `now`s, newest last (small LRU).
+    past: Mutex<Vec<(Millis, Arc<PopularLists>)>>,
+}
+
+const PAST_CACHE: usize = 16;
+
+impl ModelStore {
+    pub fn new(models: Models) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(models),
+            past: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn load(&self) -> Arc<Models> {
+        self.current.load_full()
+    }
+
+    pub fn publish(&self, models: Models) {
+        self.current.store(Arc::new(models));
+        self.past.lock().clear();
+    }
+
+    /// Replaces only the popular lists, keeping the other artifacts.
+    pub fn publish_popular(&self, popular: PopularLists) {
+        let cur = self.load();
+        self.publish(Models {
+            version: cur.version.clone(),
+            popular: Arc::new(popular),
+            covis: cur.covis.clone(),
+        });
+    }
+
+    /// A cached point-in-time list for `key` (a `now` rounded down), or builds it.
+    pub fn popular_at(
+        &self,
+        key: Millis,
+        build: impl FnOnce() -> PopularLists,
+    ) -> Arc<PopularLists> {
+        if let Some((_, p)) = self.past.lock().iter().find(|(k, _)| *k == key) {
+            return p.clone();
+        }
+        let built = Arc::new(build());
+        let mut past = self.past.lock();
+        if past.len() >= PAST_CACHE {
+            past.remove(0);
+        }
+        past.push((key, built.clone()));
+        built
+    }
+}

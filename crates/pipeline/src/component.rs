@@ -1,0 +1,82 @@
+//! The component traits. Implementations hold business logic only.
+
+use crate::candidate::{Candidate, Candidates, Hit, Reason, Removal};
+use crate::context::RequestCtx;
+use crate::executor::{PipelineResult, SourceSlot};
+use async_trait::async_trait;
+
+/// A component failure. The executor decides what it costs the response.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    #[error("{0} unavailable")]
+    Unavailable(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What the executor does when a component fails or runs out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Skip the component, note it in `degraded`, carry on.
+    Open,
+    /// Treat every candidate as failing it: used by safety filters, so a missing answer
+    /// never lets an unsafe item through.
+    Closed,
+}
+
+/// Finds candidate items. Sources run concurrently, each under its own deadline.
+#[async_trait]
+pub trait CandidateSource: Send + Sync {
+    fn name(&self) -> &str;
+    /// Short phrase for reason codes, e.g. `popular`, `similar_to_recent`.
+    fn reason_code(&self) -> &'static str;
+    async fn retrieve(&self, ctx: &RequestCtx, limit: usize) -> Result<Vec<Hit>, ComponentError>;
+}
+
+/// Fills feature columns for all candidates in one call (bulk, never per item round trips).
+#[async_trait]
+pub trait Hydrator: Send + Sync {
+    fn name(&self) -> &str;
+    async fn hydrate(&self, ctx: &RequestCtx, cands: &mut Candidates)
+    -> Result<(), ComponentError>;
+}
+
+/// Removes candidates; returns what it removed and why. Never reorders.
+pub trait Filter: Send + Sync {
+    fn name(&self) -> &str;
+    fn fail_mode(&self) -> FailMode {
+        FailMode::Open
+    }
+    fn filter(&self, ctx: &RequestCtx, cands: &Candidates) -> Result<Vec<Removal>, ComponentError>;
+}
+
+/// Writes one score per candidate into `scores` (aligned with `cands.items`); cannot drop or
+/// reorder by construction.
+pub trait Scorer: Send + Sync {
+    fn name(&self) -> &str;
+    fn score(
+        &self,
+        ctx: &RequestCtx,
+        cands: &Candidates,
+        scores: &mut [f32],
+    ) -> Result<(), ComponentError>;
+}
+
+/// Orders, truncates, merges or diversifies the list.
+pub trait Selector: Send + Sync {
+    fn name(&self) -> &str;
+    fn select(&self, ctx: &RequestCtx, cands: &mut Candidates) -> Result<(), ComponentError>;
+}
+
+/// Runs after the response is built (e.g. impression logging). Must not block: enqueue and
+/// return.
+pub trait SideEffect: Send + Sync {
+    fn name(&self) -> &str;
+    fn run(&self, ctx: &RequestCtx, result: &PipelineResult);
+}
+
+/// Says in plain language why each final item is there, from the pipeline's own trace:
+/// the sources that found the candidate (slots index `sources`) and its seed item.
+pub trait Explainer: Send + Sync {
+    fn explain(&self, ctx: &RequestCtx, cand: &Candidate, sources: &[SourceSlot]) -> Reason;
+}

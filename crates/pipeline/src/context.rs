@@ -1,0 +1,121 @@
+//! What every component sees of a request, built once per request.
+
+use cascade_core::{Idx, Millis};
+use cascade_features::{State, UserView};
+use cascade_index::{ModelStore, Models, PopularLists};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cpu::CpuPool;
+
+/// The request's context as sent by the client.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RequestContext {
+    pub device: Option<String>,
+    pub locale: Option<String>,
+}
+
+/// A validated recommendation request.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub request_id: String,
+    pub surface: String,
+    pub user_id: String,
+    pub n: usize,
+    /// "Now" for the whole pipeline: features read only what happened before it.
+    pub now: Millis,
+    /// Whether `now` came from the client (replay) rather than the wall clock.
+    pub now_from_client: bool,
+    pub context: RequestContext,
+    pub session_item_ids: Vec<String>,
+    pub exclude: Vec<String>,
+    pub explain: bool,
+}
+
+/// Shared, long-lived dependencies of every pipeline.
+#[derive(Debug)]
+pub struct Env {
+    pub state: Arc<State>,
+    pub models: Arc<ModelStore>,
+    pub pool: Arc<CpuPool>,
+    /// How many items popular lists hold.
+    pub popular_size: usize,
+    pub popular_per_category: usize,
+}
+
+/// Everything a component may read about the current request.
+#[derive(Debug)]
+pub struct RequestCtx {
+    pub query: Query,
+    pub user: UserView,
+    /// Resolved `session_item_ids` (unknown ids dropped), oldest first.
+    pub session: Vec<Idx>,
+    /// Resolved `exclude`, sorted.
+    pub exclude: Vec<Idx>,
+    pub state: Arc<State>,
+    pub models: Arc<Models>,
+    /// Popular lists as of `query.now` (point-in-time when replaying the past).
+    pub popular: Arc<PopularLists>,
+    pub started: Instant,
+    pub deadline: Instant,
+}
+
+/// How many recent interactions are copied into the user view.
+pub const RECENT_INTERACTIONS: usize = 50;
+
+impl RequestCtx {
+    /// Builds the context: one short read lock on the state, no `.await`.
+    pub fn build(env: &Env, query: Query, started: Instant, deadline: Instant) -> Self {
+        let models = env.models.load();
+        let (user, session, mut exclude, watermark) = {
+            let g = env.state.read();
+            let user = g.user_view(&query.user_id, query.now, RECENT_INTERACTIONS);
+            let session: Vec<Idx> = query
+                .session_item_ids
+                .iter()
+                .filter_map(|id| g.items.get(id))
+                .collect();
+            let exclude: Vec<Idx> = query
+                .exclude
+                .iter()
+                .filter_map(|id| g.items.get(id))
+                .collect();
+            (user, session, exclude, g.watermark)
+        };
+        exclude.sort_unstable();
+        exclude.dedup();
+        let popular = if query.now >= watermark || query.now >= models.popular.as_of {
+            models.popular.clone()
+        } else {
+            // Replaying the past: only engagements before `now` may count. Rounded down to
+            // the minute so replayed requests share one cached list.
+            let key = query.now - query.now.rem_euclid(60_000);
+            env.models.popular_at(key, || {
+                let g = env.state.read();
+                PopularLists::build_at(&g, key, env.popular_size, env.popular_per_category)
+            })
+        };
+        Self {
+            query,
+            user,
+            session,
+            exclude,
+            state: env.state.clone(),
+            models,
+            popular,
+            started,
+            deadline,
+        }
+    }
+
+    /// Whether the request's deadline has passed; long loops check it.
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Whether the item is in the request's `exclude` list.
+    pub fn excluded(&self, item: Idx) -> bool {
+        self.exclude.binary_search(&item).is_ok()
+    }
+}

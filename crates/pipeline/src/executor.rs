@@ -1,0 +1,571 @@
+//! The one executor: runs a surface's components in order under deadlines, records timings
+//! and metrics, applies fail-open / fail-closed policy, and falls back to the popular list.
+
+use crate::candidate::{Candidate, Candidates, FeatureBlock, Hit, MAX_SOURCES, Reason};
+use crate::component::{
+    CandidateSource, ComponentError, Explainer, FailMode, Filter, Hydrator, Scorer, Selector,
+    SideEffect,
+};
+use crate::context::{Env, Query, RequestCtx};
+use cascade_core::{Idx, NONE_IDX};
+use cascade_features::FeatureSchema;
+use futures::future::join_all;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One declared candidate source with its quota and deadline.
+pub struct SourceSlot {
+    pub source: Arc<dyn CandidateSource>,
+    /// Most candidates taken from this source (its quota).
+    pub limit: usize,
+    pub timeout: Duration,
+}
+
+/// Time budgets of a surface.
+#[derive(Debug, Clone, Copy)]
+pub struct StageBudgets {
+    /// Whole request.
+    pub total: Duration,
+    /// All hydrators together.
+    pub hydrate: Duration,
+}
+
+/// A surface's pipeline: the ordered, declarative list of its components.
+pub struct Pipeline {
+    pub surface: String,
+    pub sources: Vec<SourceSlot>,
+    /// Most merged candidates kept for ranking.
+    pub candidate_budget: usize,
+    pub schema: Arc<FeatureSchema>,
+    pub hydrators: Vec<Arc<dyn Hydrator>>,
+    pub filters: Vec<Arc<dyn Filter>>,
+    pub scorers: Vec<Arc<dyn Scorer>>,
+    pub selectors: Vec<Arc<dyn Selector>>,
+    pub explainer: Arc<dyn Explainer>,
+    pub side_effects: Vec<Arc<dyn SideEffect>>,
+    pub budgets: StageBudgets,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("surface", &self.surface)
+            .field(
+                "sources",
+                &self
+                    .sources
+                    .iter()
+                    .map(|s| s.source.name())
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "filters",
+                &self.filters.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the pipeline produced for one request.
+#[derive(Debug)]
+pub struct PipelineResult {
+    pub ctx: Arc<RequestCtx>,
+    /// Final items, best first.
+    pub items: Vec<Candidate>,
+    pub reasons: Vec<Reason>,
+    /// Names of the source slots, indexed like `Candidate::sources` bits.
+    pub source_names: Vec<String>,
+    /// What did not work as designed for this response.
+    pub degraded: Vec<String>,
+    /// Milliseconds per stage, in execution order.
+    pub timings: Vec<(&'static str, f64)>,
+    /// With `explain`: (item, component, reason) of every removed candidate.
+    pub removed: Vec<(Idx, String, &'static str)>,
+    pub features: Option<FeatureBlock>,
+}
+
+impl PipelineResult {
+    pub fn model_version(&self) -> &str {
+        &self.ctx.models.version
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Output of the CPU stage.
+struct Ranked {
+    items: Vec<Candidate>,
+    reasons: Vec<Reason>,
+    degraded: Vec<String>,
+    timings: Vec<(&'static str, f64)>,
+    removed: Vec<(Idx, String, &'static str)>,
+    features: Option<FeatureBlock>,
+}
+
+impl Pipeline {
+    /// Runs the request end to end. Never fails: whatever breaks is named in `degraded`.
+    pub async fn execute(self: &Arc<Self>, env: &Env, query: Query) -> PipelineResult {
+        let started = Instant::now();
+        let deadline = started + self.budgets.total;
+        let mut degraded = Vec::new();
+        let mut timings = Vec::with_capacity(8);
+        let surface = self.surface.clone();
+
+        // Context: one short read of the state, off the async runtime.
+        let t = Instant::now();
+        let ctx = {
+            let state = env.state.clone();
+            let models = env.models.clone();
+            let pool = env.pool.clone();
+            let (ps, pc) = (env.popular_size, env.popular_per_category);
+            let built = env
+                .pool
+                .run(move || {
+                    let env = Env {
+                        state,
+                        models,
+                        pool,
+                        popular_size: ps,
+                        popular_per_category: pc,
+                    };
+                    RequestCtx::build(&env, query, started, deadline)
+                })
+                .await;
+            match built {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    // Cannot even read the user: serve nothing rather than guess; the caller
+                    // maps an empty result with this entry to a fallback.
+                    tracing::error!(error = %e, "building request context failed");
+                    return self.empty_result(env, degraded, timings);
+                }
+            }
+        };
+        timings.push(("context", ms(t.elapsed())));
+
+        // Sources, concurrently, each under its own deadline.
+        let t = Instant::now();
+        let futs = self.sources.iter().map(|slot| {
+            let ctx = ctx.clone();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let budget = slot.timeout.min(remaining);
+            async move {
+                let t = Instant::now();
+                let r = tokio::time::timeout(budget, slot.source.retrieve(&ctx, slot.limit)).await;
+                (r, t.elapsed())
+            }
+        });
+        let results = join_all(futs).await;
+        let mut lists: Vec<Vec<Hit>> = Vec::with_capacity(self.sources.len());
+        for (slot, (r, took)) in self.sources.iter().zip(results) {
+            let name = slot.source.name();
+            metrics::histogram!("cascade_source_seconds", "surface" => surface.clone(), "source" => name.to_string())
+                .record(took.as_secs_f64());
+            match r {
+                Ok(Ok(mut hits)) => {
+                    hits.truncate(slot.limit);
+                    lists.push(hits);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(source = name, error = %e, "candidate source failed");
+                    degraded.push(format!("source:{name}:error"));
+                    lists.push(Vec::new());
+                }
+                Err(_) => {
+                    degraded.push(format!("source:{name}:timeout"));
+                    lists.push(Vec::new());
+                }
+            }
+        }
+        timings.push(("sources", ms(t.elapsed())));
+
+        let t = Instant::now();
+        let mut cands = self.merge(&lists);
+        timings.push(("merge", ms(t.elapsed())));
+
+        // Hydration: bulk, in order, sharing one budget; failures leave defaults.
+        let t = Instant::now();
+        let hydrate_deadline = (Instant::now() + self.budgets.hydrate).min(deadline);
+        for h in &self.hydrators {
+            let remaining = hydrate_deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, h.hydrate(&ctx, &mut cands)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(hydrator = h.name(), error = %e, "hydrator failed");
+                    degraded.push(format!("hydrator:{}:error", h.name()));
+                }
+                Err(_) => degraded.push(format!("hydrator:{}:timeout", h.name())),
+            }
+        }
+        metrics::counter!("cascade_features_missing_total", "surface" => surface.clone())
+            .increment(cands.features.missing);
+        timings.push(("hydrate", ms(t.elapsed())));
+
+        // Filters, scorers, selectors, fallback and explanations: one CPU job.
+        let this = self.clone();
+        let job_ctx = ctx.clone();
+        let cpu = env.pool.run(move || this.rank(&job_ctx, cands));
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let ranked = match tokio::time::timeout(remaining, cpu).await {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "ranking stage failed");
+                degraded.push("stage:rank:error".into());
+                None
+            }
+            Err(_) => {
+                degraded.push("stage:rank:timeout".into());
+                None
+            }
+        };
+        let ranked = match ranked {
+            Some(r) => r,
+            None => {
+                // Last resort: the in-memory popular list, still through every filter.
+                let this = self.clone();
+                let job_ctx = ctx.clone();
+                match env.pool.run(move || this.fallback(&job_ctx)).await {
+                    Ok(r) => r,
+                    Err(_) => Ranked {
+                        items: Vec::new(),
+                        reasons: Vec::new(),
+                        degraded: vec!["fallback:popular:error".into()],
+                        timings: Vec::new(),
+                        removed: Vec::new(),
+                        features: None,
+                    },
+                }
+            }
+        };
+        degraded.extend(ranked.degraded);
+        timings.extend(ranked.timings);
+        for d in &degraded {
+            metrics::counter!("cascade_degraded_total", "surface" => surface.clone(), "what" => d.clone())
+                .increment(1);
+        }
+        let result = PipelineResult {
+            ctx,
+            items: ranked.items,
+            reasons: ranked.reasons,
+            source_names: self.source_names(),
+            degraded,
+            timings,
+            removed: ranked.removed,
+            features: ranked.features,
+        };
+        let t = Instant::now();
+        for s in &self.side_effects {
+            s.run(&result.ctx, &result);
+        }
+        let mut result = result;
+        result.timings.push(("side_effects", ms(t.elapsed())));
+        for &(stage, v) in &result.timings {
+            metrics::histogram!("cascade_stage_seconds", "surface" => surface.clone(), "stage" => stage)
+                .record(v / 1e3);
+        }
+        metrics::histogram!("cascade_pipeline_seconds", "surface" => surface)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn source_names(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .map(|s| s.source.name().to_string())
+            .collect()
+    }
+
+    fn empty_result(
+        &self,
+        _env: &Env,
+        mut degraded: Vec<String>,
+        timings: Vec<(&'static str, f64)>,
+    ) -> PipelineResult {
+        degraded.push("stage:context:error".into());
+        let now = Instant::now();
+        let ctx = Arc::new(RequestCtx {
+            query: Query {
+                request_id: String::new(),
+                surface: self.surface.clone(),
+                user_id: String::new(),
+                n: 0,
+                now: 0,
+                now_from_client: false,
+                context: Default::default(),
+                session_item_ids: Vec::new(),
+                exclude: Vec::new(),
+                explain: false,
+            },
+            user: Default::default(),
+            session: Vec::new(),
+            exclude: Vec::new(),
+            state: _env.state.clone(),
+            models: _env.models.load(),
+            popular: _env.models.load().popular.clone(),
+            started: now,
+            deadline: now,
+        });
+        PipelineResult {
+            ctx,
+            items: Vec::new(),
+            reasons: Vec::new(),
+            source_names: self.source_names(),
+            degraded,
+            timings,
+            removed: Vec::new(),
+            features: None,
+        }
+    }
+
+    /// Dedupes the sources' lists into one candidate per item, keeping every source's score
+    /// and rank; past the candidate budget, keeps the candidates ranked best by any source.
+    fn merge(&self, lists: &[Vec<Hit>]) -> Candidates {
+        let total: usize = lists.iter().map(Vec::len).sum();
+        let mut flat: Vec<(Idx, usize, u16, Hit)> = Vec::with_capacity(total);
+        for (slot, list) in lists.iter().enumerate().take(MAX_SOURCES) {
+            for (rank, h) in list.iter().enumerate() {
+                flat.push((h.item, slot, rank.min(u16::MAX as usize) as u16, *h));
+            }
+        }
+        flat.sort_unstable_by_key(|&(item, slot, _, _)| (item, slot));
+        let mut items: Vec<Candidate> = Vec::with_capacity(flat.len());
+        let mut best_seed_score = Vec::with_capacity(flat.len());
+        for (item, slot, rank, hit) in flat {
+            if items.last().is_none_or(|c: &Candidate| c.item != item) {
+                items.push(Candidate::new(item));
+                best_seed_score.push(f32::NEG_INFINITY);
+            }
+            let (Some(c), Some(best)) = (items.last_mut(), best_seed_score.last_mut()) else {
+                continue;
+            };
+            c.sources |= 1 << slot;
+            c.source_scores[slot] = hit.score;
+            c.source_ranks[slot] = rank;
+            if hit.seed != NONE_IDX && hit.score > *best {
+                *best = hit.score;
+                c.seed = hit.seed;
+            }
+        }
+        if items.len() > self.candidate_budget {
+            // Best rank in any source first, so every source keeps its top candidates.
+            let best_rank =
+                |c: &Candidate| c.source_ranks.iter().copied().min().unwrap_or(u16::MAX);
+            items.sort_by_key(|c| (best_rank(c), c.item));
+            items.truncate(self.candidate_budget);
+        }
+        for (row, c) in items.iter_mut().enumerate() {
+            c.row = row as u32;
+        }
+        let features = FeatureBlock::new(self.schema.clone(), items.len());
+        Candidates { items, features }
+    }
+
+    /// Runs filters; returns the kept candidates. A fail-closed filter that errors removes
+    /// every candidate it was asked about.
+    fn run_filters(
+        &self,
+        ctx: &RequestCtx,
+        cands: &mut Candidates,
+        degraded: &mut Vec<String>,
+        removed: &mut Vec<(Idx, String, &'static str)>,
+        enforce_deadline: bool,
+    ) {
+        for f in &self.filters {
+            if cands.items.is_empty() {
+                break;
+            }
+            if enforce_deadline && f.fail_mode() == FailMode::Open && ctx.expired() {
+                degraded.push(format!("filter:{}:skipped", f.name()));
+                continue;
+            }
+            let out = f.filter(ctx, cands);
+            let removals = match out {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(filter = f.name(), error = %e, "filter failed");
+                    degraded.push(format!("filter:{}:error", f.name()));
+                    match f.fail_mode() {
+                        FailMode::Open => continue,
+                        FailMode::Closed => (0..cands.items.len())
+                            .map(|index| crate::Removal {
+                                index,
+                                reason: "safety_check_unavailable",
+                            })
+                            .collect(),
+                    }
+                }
+            };
+            if removals.is_empty() {
+                continue;
+            }
+            let mut drop = vec![false; cands.items.len()];
+            for r in &removals {
+                if let Some(d) = drop.get_mut(r.index) {
+                    if !*d && ctx.query.explain {
+                        removed.push((cands.items[r.index].item, f.name().to_string(), r.reason));
+                    }
+                    *d = true;
+                }
+            }
+            let mut i = 0;
+            cands.items.retain(|_| {
+                let keep = !drop[i];
+                i += 1;
+                keep
+            });
+        }
+    }
+
+    /// The CPU stage: filters → scorers → selectors → fallback padding → explanations.
+    fn rank(&self, ctx: &RequestCtx, mut cands: Candidates) -> Ranked {
+        let mut degraded = Vec::new();
+        let mut timings = Vec::with_capacity(5);
+        let mut removed = Vec::new();
+
+        let t = Instant::now();
+        self.run_filters(ctx, &mut cands, &mut degraded, &mut removed, true);
+        timings.push(("filter", ms(t.elapsed())));
+
+        let t = Instant::now();
+        let mut scores = vec![0f32; cands.items.len()];
+        for s in &self.scorers {
+            if ctx.expired() {
+                degraded.push(format!("scorer:{}:skipped", s.name()));
+                continue;
+            }
+            for (dst, c) in scores.iter_mut().zip(&cands.items) {
+                *dst = c.score;
+            }
+            match s.score(ctx, &cands, &mut scores) {
+                Ok(()) => {
+                    for (c, &v) in cands.items.iter_mut().zip(&scores) {
+                        c.score = if v.is_finite() { v } else { f32::MIN };
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(scorer = s.name(), error = %e, "scorer failed");
+                    degraded.push(format!("scorer:{}:error", s.name()));
+                }
+            }
+        }
+        timings.push(("score", ms(t.elapsed())));
+
+        let t = Instant::now();
+        for s in &self.selectors {
+            if let Err(e) = s.select(ctx, &mut cands) {
+                tracing::warn!(selector = s.name(), error = %e, "selector failed");
+                degraded.push(format!("selector:{}:error", s.name()));
+            }
+        }
+        let n = ctx.query.n;
+        cands.items.truncate(n);
+        timings.push(("select", ms(t.elapsed())));
+
+        let t = Instant::now();
+        if cands.items.len() < n {
+            let produced = cands.items.len();
+            self.pad_with_popular(ctx, &mut cands, &mut removed);
+            if produced == 0 && !cands.items.is_empty() {
+                degraded.push("fallback:popular".into());
+            }
+        }
+        timings.push(("fallback", ms(t.elapsed())));
+
+        let mut out = Ranked {
+            items: cands.items,
+            reasons: Vec::new(),
+            degraded,
+            timings,
+            removed,
+            features: None,
+        };
+        let t = Instant::now();
+        out.reasons = self.explain(ctx, &out);
+        out.timings.push(("explain", ms(t.elapsed())));
+        if ctx.query.explain {
+            out.features = Some(cands.features);
+        }
+        out
+    }
+
+    fn explain(&self, ctx: &RequestCtx, r: &Ranked) -> Vec<Reason> {
+        r.items
+            .iter()
+            .map(|c| self.explainer.explain(ctx, c, &self.sources))
+            .collect()
+    }
+
+    /// Appends popular items (through every filter) until `n` items or the list runs out.
+    fn pad_with_popular(
+        &self,
+        ctx: &RequestCtx,
+        cands: &mut Candidates,
+        removed: &mut Vec<(Idx, String, &'static str)>,
+    ) {
+        let n = ctx.query.n;
+        let mut have: Vec<Idx> = cands.items.iter().map(|c| c.item).collect();
+        have.sort_unstable();
+        let floor = cands.items.iter().map(|c| c.score).fold(0f32, f32::min) - 1.0;
+        let mut extra = Candidates {
+            items: Vec::new(),
+            features: FeatureBlock::new(self.schema.clone(), 0),
+        };
+        let mut ignored = Vec::new();
+        // Take a generous slice: filters may remove much of it for heavy users.
+        for chunk in ctx.popular.global.chunks(4 * n.max(16)) {
+            extra.items.clear();
+            for &(item, s) in chunk {
+                if have.binary_search(&item).is_err() {
+                    let mut c = Candidate::new(item);
+                    c.score = floor - 1.0 + s.min(1.0) * 0.5;
+                    extra.items.push(c);
+                }
+            }
+            extra.features = FeatureBlock::new(self.schema.clone(), extra.items.len());
+            for (row, c) in extra.items.iter_mut().enumerate() {
+                c.row = row as u32;
+            }
+            self.run_filters(ctx, &mut extra, &mut ignored, removed, false);
+            for c in extra.items.drain(..) {
+                if cands.items.len() >= n {
+                    return;
+                }
+                if let Err(p) = have.binary_search(&c.item) {
+                    have.insert(p, c.item);
+                    cands.items.push(c);
+                }
+            }
+            if cands.items.len() >= n {
+                return;
+            }
+        }
+    }
+
+    /// Last rung: the popular list through every filter.
+    fn fallback(&self, ctx: &RequestCtx) -> Ranked {
+        let mut cands = Candidates {
+            items: Vec::new(),
+            features: FeatureBlock::new(self.schema.clone(), 0),
+        };
+        let mut removed = Vec::new();
+        self.pad_with_popular(ctx, &mut cands, &mut removed);
+        let mut out = Ranked {
+            items: cands.items,
+            reasons: Vec::new(),
+            degraded: vec!["fallback:popular".into()],
+            timings: Vec::new(),
+            removed,
+            features: None,
+        };
+        out.reasons = self.explain(ctx, &out);
+        out
+    }
+}
+
+impl From<crate::cpu::CpuError> for ComponentError {
+    fn from(e: crate::cpu::CpuError) -> Self {
+        ComponentError::Failed(e.to_string())
+    }
+}

@@ -1,0 +1,20 @@
+//! The request pipeline: a surface is an ordered list of components run by one executor.
+//!
+//! Components ([`CandidateSource`], [`Hydrator`], [`Filter`], [`Scorer`], [`Selector`],
+//! [`SideEffect`], [`Explainer`]) hold business logic only. The [`Pipeline`] executor owns
+//! deadlines, concurrency, metrics, tracing and the fail-open / fail-closed policy.
+
+mod candidate;
+mod component;
+mod context;
+mod cpu;
+mod executor;
+
+pub use candidate::{Candidate, Candidates, FeatureBlock, Hit, MAX_SOURCES, Reason, Removal};
+pub use component::{
+    CandidateSource, ComponentError, Explainer, FailMode, Filter, Hydrator, Scorer, Selector,
+    SideEffect,
+};
+pub use context::{Env, Query, RequestContext, RequestCtx};
+pub use cpu::CpuPool;
+pub use executor::{Pipeline, PipelineResult, SourceSlot, StageBudgets};

@@ -1,0 +1,84 @@
+//! Filters: safety (fail closed) and already-seen / excluded items.
+
+use cascade_pipeline::{Candidates, ComponentError, FailMode, Filter, Removal, RequestCtx};
+
+/// Removes items that must never be shown: unknown, deleted or hidden items, items the user
+/// hid, and mature items for users who have not opted in (`attributes.allow_mature = true`).
+/// Fails closed: if it cannot decide, the executor removes everything it was asked about.
+#[derive(Debug, Default)]
+pub struct SafetyFilter;
+
+impl Filter for SafetyFilter {
+    fn name(&self) -> &str {
+        "safety"
+    }
+
+    fn fail_mode(&self) -> FailMode {
+        FailMode::Closed
+    }
+
+    fn filter(&self, ctx: &RequestCtx, cands: &Candidates) -> Result<Vec<Removal>, ComponentError> {
+        let g = ctx.state.read();
+        let allow_mature = ctx
+            .user
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get("allow_mature"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        let hidden_by_user = ctx
+            .user
+            .idx
+            .and_then(|u| g.user(u))
+            .map(|u| u.hidden_items.as_slice());
+        let mut out = Vec::new();
+        for (index, c) in cands.items.iter().enumerate() {
+            let reason = match g.item(c.item) {
+                None => Some("unknown_or_deleted"),
+                Some(rec) if rec.hidden => Some("hidden"),
+                Some(rec) if rec.mature && !allow_mature => Some("mature"),
+                Some(_) if hidden_by_user.is_some_and(|h| h.binary_search(&c.item).is_ok()) => {
+                    Some("hidden_by_user")
+                }
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                out.push(Removal { index, reason });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Removes what the user already interacted with before `now`, this session's items, and the
+/// request's `exclude` list.
+#[derive(Debug, Default)]
+pub struct SeenFilter;
+
+impl Filter for SeenFilter {
+    fn name(&self) -> &str {
+        "seen"
+    }
+
+    fn filter(&self, ctx: &RequestCtx, cands: &Candidates) -> Result<Vec<Removal>, ComponentError> {
+        let g = ctx.state.read();
+        let user = ctx.user.idx.and_then(|u| g.user(u));
+        let now_s = (ctx.query.now.max(0) / 1000).min(i64::from(u32::MAX)) as u32;
+        let mut out = Vec::new();
+        for (index, c) in cands.items.iter().enumerate() {
+            let reason = if ctx.excluded(c.item) {
+                Some("excluded")
+            } else if ctx.session.contains(&c.item) {
+                Some("in_session")
+            } else if user.is_some_and(|u| u.has_seen(c.item, now_s.saturating_add(1))) {
+                Some("already_seen")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                out.push(Removal { index, reason });
+            }
+        }
+        Ok(out)
+    }
+}

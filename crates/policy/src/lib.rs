@@ -1,0 +1,9 @@
+//! Policy: what may be shown (safety, seen), in what order, and why.
+
+mod explain;
+mod filters;
+mod select;
+
+pub use explain::{ReasonTemplates, TemplateExplainer};
+pub use filters::{SafetyFilter, SeenFilter};
+pub use select::TopScore;

@@ -1,0 +1,726 @@
+//! HTTP API v1: routes, request/response types, auth, and the OpenAPI document.
+
+use crate::engine::Engine;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::JsonBody;
+use crate::observe;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use cascade_core::{EventIn, Item, ItemPatch, Mutation, TimeInput, User, time::now_millis};
+use cascade_pipeline::{PipelineResult, RequestContext};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Cascade", description = "Recommendation engine API v1"),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Read,
+    Write,
+}
+
+/// Builds the router with every v1 route, auth, metrics, and `/openapi.json`.
+pub fn router(engine: Arc<Engine>) -> axum::Router {
+    let _ = observe::prometheus();
+    let state = AppState { engine };
+    let reads = OpenApiRouter::new()
+        .routes(routes!(get_recommendations, post_recommendations))
+        .routes(routes!(similar_items))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_read));
+    let writes = OpenApiRouter::new()
+        .routes(routes!(upsert_items))
+        .routes(routes!(patch_item, delete_item))
+        .routes(routes!(upsert_users))
+        .routes(routes!(post_events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_write));
+    let open = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text));
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(reads)
+        .merge(writes)
+        .merge(open)
+        .split_for_parts();
+    let api = Arc::new(api);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let api = api.clone();
+                async move { Json(api.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").field("path")
+        })
+        .layer(middleware::from_fn(observe::track))
+        .with_state(state)
+}
+
+fn api_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return v.strip_prefix("Bearer ").map(str::trim);
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// Constant-time comparison so key checks leak no prefix timing.
+fn key_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap, role: Role) -> Result<(), ApiError> {
+    let auth = &state.engine.config.auth;
+    if auth.read_keys.is_empty() && auth.write_keys.is_empty() && auth.admin_keys.is_empty() {
+        return Ok(());
+    }
+    let Some(key) = api_key(headers) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "an API key is required (Authorization: Bearer <key> or X-API-Key)",
+        )
+        .field("authorization"));
+    };
+    let has = |keys: &[String]| keys.iter().any(|k| key_eq(k, key));
+    let allowed = match role {
+        Role::Read => has(&auth.read_keys) || has(&auth.write_keys) || has(&auth.admin_keys),
+        Role::Write => has(&auth.write_keys) || has(&auth.admin_keys),
+    };
+    if allowed {
+        return Ok(());
+    }
+    let known = has(&auth.read_keys) || has(&auth.write_keys) || has(&auth.admin_keys);
+    let (status, code, msg) = if known {
+        (
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this API key may not call this route",
+        )
+    } else {
+        (StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key")
+    };
+    Err(ApiError::new(status, code, msg).field("authorization"))
+}
+
+async fn require_read(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match authorize(&s, req.headers(), Role::Read) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn require_write(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match authorize(&s, req.headers(), Role::Write) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn check_batch<T>(state: &AppState, list: &str, v: &[T]) -> Result<(), ApiError> {
+    let max = state.engine.config.server.max_batch;
+    if v.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            list,
+            "batch is empty",
+        ));
+    }
+    if v.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("{} entries; at most {max} per request", v.len()),
+        )
+        .field(list));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemsBatch {
+    pub items: Vec<Item>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsersBatch {
+    pub users: Vec<User>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventsBatch {
+    pub events: Vec<EventIn>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Upserted {
+    pub upserted: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    pub accepted: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ItemChanged {
+    pub item_id: String,
+    pub status: String,
+}
+
+/// Upsert a batch of items. A batch with any invalid item is rejected whole.
+#[utoipa::path(post, path = "/v1/items", request_body = ItemsBatch,
+    responses((status = 200, body = Upserted), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn upsert_items(
+    State(s): State<AppState>,
+    JsonBody(mut b): JsonBody<ItemsBatch>,
+) -> Result<Json<Upserted>, ApiError> {
+    check_batch(&s, "items", &b.items)?;
+    let now = now_millis();
+    for (i, it) in b.items.iter_mut().enumerate() {
+        it.validate(now)
+            .map_err(|e| ApiError::in_batch("items", i, e))?;
+    }
+    let n = b.items.len();
+    s.engine
+        .writer
+        .submit(Mutation::UpsertItems(b.items))
+        .await?;
+    Ok(Json(Upserted { upserted: n }))
+}
+
+fn require_item(s: &AppState, id: &str) -> Result<(), ApiError> {
+    let g = s.engine.env.state.read();
+    match g.items.get(id) {
+        Some(idx) if g.item(idx).is_some() => Ok(()),
+        _ => Err(ApiError::not_found(
+            "item_not_found",
+            "id",
+            format!("no item `{id}`"),
+        )),
+    }
+}
+
+/// Update some fields of an item; `attributes` merge key by key.
+#[utoipa::path(patch, path = "/v1/items/{id}", request_body = ItemPatch, params(("id" = String, Path)),
+    responses((status = 200, body = ItemChanged), (status = 404, body = ErrorBody)))]
+async fn patch_item(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<ItemPatch>,
+) -> Result<Json<ItemChanged>, ApiError> {
+    patch.validate()?;
+    require_item(&s, &id)?;
+    s.engine
+        .writer
+        .submit(Mutation::PatchItem {
+            id: id.clone(),
+            patch,
+        })
+        .await?;
+    Ok(Json(ItemChanged {
+        item_id: id,
+        status: "updated".into(),
+    }))
+}
+
+/// Delete an item: it is never recommended again.
+#[utoipa::path(delete, path = "/v1/items/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = ItemChanged), (status = 404, body = ErrorBody)))]
+async fn delete_item(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ItemChanged>, ApiError> {
+    require_item(&s, &id)?;
+    s.engine
+        .writer
+        .submit(Mutation::DeleteItem { id: id.clone() })
+        .await?;
+    Ok(Json(ItemChanged {
+        item_id: id,
+        status: "deleted".into(),
+    }))
+}
+
+/// Upsert a batch of users.
+#[utoipa::path(post, path = "/v1/users", request_body = UsersBatch,
+    responses((status = 200, body = Upserted), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn upsert_users(
+    State(s): State<AppState>,
+    JsonBody(b): JsonBody<UsersBatch>,
+) -> Result<Json<Upserted>, ApiError> {
+    check_batch(&s, "users", &b.users)?;
+    for (i, u) in b.users.iter().enumerate() {
+        u.validate()
+            .map_err(|e| ApiError::in_batch("users", i, e))?;
+    }
+    let n = b.users.len();
+    s.engine
+        .writer
+        .submit(Mutation::UpsertUsers(b.users))
+        .await?;
+    Ok(Json(Upserted { upserted: n }))
+}
+
+/// Record implicit feedback. `accepted` events are durable (they survive a crash) and
+/// already visible to the next recommendation request.
+#[utoipa::path(post, path = "/v1/events", request_body = EventsBatch,
+    responses((status = 200, body = Accepted), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn post_events(
+    State(s): State<AppState>,
+    JsonBody(b): JsonBody<EventsBatch>,
+) -> Result<Json<Accepted>, ApiError> {
+    check_batch(&s, "events", &b.events)?;
+    let now = now_millis();
+    let mut events = Vec::with_capacity(b.events.len());
+    for (i, e) in b.events.into_iter().enumerate() {
+        events.push(
+            e.into_event(now)
+                .map_err(|e| ApiError::in_batch("events", i, e))?,
+        );
+    }
+    let n = events.len();
+    s.engine.writer.submit(Mutation::Events(events)).await?;
+    metrics::counter!("cascade_events_ingested_total").increment(n as u64);
+    Ok(Json(Accepted { accepted: n }))
+}
+
+/// Context of a recommendation request.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContextIn {
+    pub device: Option<String>,
+    pub locale: Option<String>,
+    /// "Now" for the whole pipeline (RFC 3339 or Unix seconds); features read only what
+    /// happened before it. Defaults to the server clock.
+    pub time: Option<TimeInput>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendBody {
+    pub user_id: String,
+    pub n: Option<usize>,
+    #[serde(default)]
+    pub context: ContextIn,
+    #[serde(default)]
+    pub session_item_ids: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub explain: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendParams {
+    pub user_id: Option<String>,
+    pub n: Option<usize>,
+    pub explain: Option<bool>,
+    /// RFC 3339 or Unix seconds.
+    pub time: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReasonOut {
+    pub code: String,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RecommendedItem {
+    pub item_id: String,
+    pub rank: usize,
+    pub score: f32,
+    pub sources: Vec<String>,
+    pub reason: ReasonOut,
+    /// With `explain=true`: per-source scores and ranks, the seed item and features.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub explain: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RemovedItem {
+    pub item_id: String,
+    pub by: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Recommendations {
+    pub request_id: String,
+    pub surface: String,
+    pub user_id: String,
+    pub model_version: String,
+    pub degraded: Vec<String>,
+    pub items: Vec<RecommendedItem>,
+    pub timings_ms: BTreeMap<String, f64>,
+    /// With `explain=true`: candidates removed by filters and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<RemovedItem>>,
+}
+
+fn request_id() -> String {
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+async fn recommend(
+    s: &AppState,
+    surface: String,
+    body: RecommendBody,
+) -> Result<Json<Recommendations>, ApiError> {
+    let pipeline = s.engine.pipelines.get(&surface).cloned().ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_surface",
+            "surface",
+            format!("no surface `{surface}`"),
+        )
+    })?;
+    if body.user_id.is_empty() || body.user_id.len() > cascade_core::types::MAX_ID_LEN {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            "user_id",
+            "must be 1..=256 bytes",
+        ));
+    }
+    let max_n = s.engine.config.server.max_n;
+    let n = body.n.unwrap_or(20);
+    if n == 0 || n > max_n {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            "n",
+            format!("must be within 1..={max_n}"),
+        ));
+    }
+    for (name, list) in [
+        ("session_item_ids", &body.session_item_ids),
+        ("exclude", &body.exclude),
+    ] {
+        if list.len() > 1000 {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                name,
+                "at most 1000 ids",
+            ));
+        }
+    }
+    let (now, now_from_client) = match body.context.time {
+        Some(t) => (t.millis(), true),
+        None => (now_millis(), false),
+    };
+    let query = cascade_pipeline::Query {
+        request_id: request_id(),
+        surface: surface.clone(),
+        user_id: body.user_id,
+        n,
+        now,
+        now_from_client,
+        context: RequestContext {
+            device: body.context.device,
+            locale: body.context.locale,
+        },
+        session_item_ids: body.session_item_ids,
+        exclude: body.exclude,
+        explain: body.explain,
+    };
+    let result = s.engine.recommend(&pipeline, query).await;
+    metrics::counter!("cascade_recommendations_total", "surface" => surface).increment(1);
+    Ok(Json(render(&result)))
+}
+
+/// Turns the pipeline's result into the API response (item ids, names of sources, reasons).
+fn render(r: &PipelineResult) -> Recommendations {
+    let q = &r.ctx.query;
+    let g = r.ctx.state.read();
+    let items = r
+        .items
+        .iter()
+        .zip(&r.reasons)
+        .enumerate()
+        .map(|(i, (c, reason))| {
+            let sources: Vec<String> = c.source_slots().filter_map(|s| r.source_names.get(s).cloned()).collect();
+            let sources = if sources.is_empty() { vec!["fallback_popular".to_string()] } else { sources };
+            let explain = q.explain.then(|| {
+                let per_source: serde_json::Map<String, serde_json::Value> = c
+                    .source_slots()
+                    .filter_map(|s| {
+                        let name = r.source_names.get(s)?;
+                        Some((name.clone(), serde_json::json!({"score": c.source_scores[s], "rank": c.source_ranks[s]})))
+                    })
+                    .collect();
+                let features: serde_json::Map<String, serde_json::Value> = r
+                    .features
+                    .as_ref()
+                    .filter(|f| (c.row as usize) < f.values.len() / f.schema.len().max(1) && c.sources != 0)
+                    .map(|f| {
+                        f.schema
+                            .defs()
+                            .iter()
+                            .zip(f.row(c.row))
+                            .map(|(d, v)| (d.name.to_string(), serde_json::json!(v)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "sources": per_source,
+                    "seed_item_id": (c.seed != cascade_core::NONE_IDX).then(|| g.item_id(c.seed)),
+                    "features": features,
+                })
+            });
+            RecommendedItem {
+                item_id: g.item_id(c.item).to_string(),
+                rank: i + 1,
+                score: c.score,
+                sources,
+                reason: ReasonOut { code: reason.code.to_string(), text: reason.text.clone() },
+                explain,
+            }
+        })
+        .collect();
+    let removed = q.explain.then(|| {
+        r.removed
+            .iter()
+            .map(|(item, by, reason)| RemovedItem {
+                item_id: g.item_id(*item).to_string(),
+                by: by.clone(),
+                reason: (*reason).to_string(),
+            })
+            .collect()
+    });
+    Recommendations {
+        request_id: q.request_id.clone(),
+        surface: q.surface.clone(),
+        user_id: q.user_id.clone(),
+        model_version: r.model_version().to_string(),
+        degraded: r.degraded.clone(),
+        items,
+        timings_ms: r
+            .timings
+            .iter()
+            .map(|&(k, v)| (k.to_string(), (v * 1000.0).round() / 1000.0))
+            .collect(),
+        removed,
+    }
+}
+
+/// Recommendations for a user on a surface (query-string form).
+#[utoipa::path(get, path = "/v1/recommendations/{surface}", params(("surface" = String, Path), RecommendParams),
+    responses((status = 200, body = Recommendations), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_recommendations(
+    State(s): State<AppState>,
+    Path(surface): Path<String>,
+    q: Result<Query<RecommendParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Recommendations>, ApiError> {
+    let Query(q) = q.map_err(|e| {
+        let msg = e.body_text();
+        let field = ["user_id", "n", "explain", "time"]
+            .into_iter()
+            .find(|f| msg.contains(f))
+            .unwrap_or("query");
+        ApiError::bad_request("invalid_value", field, msg)
+    })?;
+    let user_id = q.user_id.ok_or_else(|| {
+        ApiError::bad_request("missing_field", "user_id", "`user_id` is required")
+    })?;
+    let time = match q.time {
+        None => None,
+        Some(t) => Some(
+            crate::extract::parse::<TimeInput>(
+                if t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                    t.clone()
+                } else {
+                    format!("\"{t}\"")
+                }
+                .as_bytes(),
+            )
+            .map_err(|e| ApiError::bad_request("invalid_value", "time", e.message))?,
+        ),
+    };
+    let body = RecommendBody {
+        user_id,
+        n: q.n,
+        context: ContextIn {
+            time,
+            ..Default::default()
+        },
+        session_item_ids: Vec::new(),
+        exclude: Vec::new(),
+        explain: q.explain.unwrap_or(false),
+    };
+    recommend(&s, surface, body).await
+}
+
+/// Recommendations with full context: session items, exclusions, device, locale, time.
+#[utoipa::path(post, path = "/v1/recommendations/{surface}", params(("surface" = String, Path)), request_body = RecommendBody,
+    responses((status = 200, body = Recommendations), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn post_recommendations(
+    State(s): State<AppState>,
+    Path(surface): Path<String>,
+    JsonBody(body): JsonBody<RecommendBody>,
+) -> Result<Json<Recommendations>, ApiError> {
+    recommend(&s, surface, body).await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SimilarParams {
+    pub n: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SimilarItem {
+    pub item_id: String,
+    pub score: f32,
+    pub title: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SimilarItems {
+    pub item_id: String,
+    pub model_version: String,
+    pub items: Vec<SimilarItem>,
+}
+
+/// Items most often engaged with right after or before this one.
+#[utoipa::path(get, path = "/v1/items/{id}/similar", params(("id" = String, Path), SimilarParams),
+    responses((status = 200, body = SimilarItems), (status = 404, body = ErrorBody)))]
+async fn similar_items(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<SimilarParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<SimilarItems>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_value", "n", e.body_text()))?;
+    let max_n = s.engine.config.server.max_n;
+    let n = q.n.unwrap_or(10);
+    if n == 0 || n > max_n {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            "n",
+            format!("must be within 1..={max_n}"),
+        ));
+    }
+    let models = s.engine.env.models.load();
+    let g = s.engine.env.state.read();
+    let idx = g
+        .items
+        .get(&id)
+        .filter(|&i| g.item(i).is_some())
+        .ok_or_else(|| ApiError::not_found("item_not_found", "id", format!("no item `{id}`")))?;
+    let (nb, ws) = models.covis.neighbors(idx);
+    let items = nb
+        .iter()
+        .zip(ws)
+        .filter(|&(&b, _)| g.item(b).is_some_and(|r| !r.hidden && !r.mature))
+        .take(n)
+        .map(|(&b, &w)| SimilarItem {
+            item_id: g.item_id(b).to_string(),
+            score: w,
+            title: g.item(b).map(|r| r.title.to_string()).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Json(SimilarItems {
+        item_id: id,
+        model_version: models.version.clone(),
+        items,
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub items: usize,
+    pub users: usize,
+    pub events: u64,
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+async fn healthz(State(s): State<AppState>) -> Json<Health> {
+    let st = s.engine.env.state.stats();
+    Json(Health {
+        status: "ok".into(),
+        items: st.live_items,
+        users: st.users,
+        events: st.events,
+    })
+}
+
+/// Readiness: the log is replayed and the models are built (true once the server listens).
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.engine.pipelines.is_empty() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "no surface is configured",
+        )
+        .into_response();
+    }
+    healthz(State(s)).await.into_response()
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    let st = s.engine.env.state.stats();
+    metrics::gauge!("cascade_items").set(st.live_items as f64);
+    metrics::gauge!("cascade_users").set(st.users as f64);
+    metrics::gauge!("cascade_events_applied").set(st.events as f64);
+    match observe::prometheus() {
+        Some(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => ApiError::internal("metrics recorder unavailable").into_response(),
+    }
+}

@@ -1,0 +1,396 @@
+//! Typed configuration: TOML file + `CASCADE_*` environment overrides, unknown keys rejected,
+//! validated once at start.
+
+use cascade_features::EventWeights;
+use cascade_index::CoVisConfig;
+use cascade_pipeline::MAX_SOURCES;
+use cascade_policy::ReasonTemplates;
+use cascade_ranking::BlendConfig;
+use cascade_sources::SimilarConfig;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::ServerError;
+
+/// Top-level sections; environment variables `CASCADE_<SECTION>__<KEY>` override them.
+const SECTIONS: &[&str] = &[
+    "data_dir", "server", "auth", "storage", "features", "models", "pipeline", "surfaces",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub server: ServerSection,
+    pub auth: AuthSection,
+    pub storage: StorageSection,
+    pub features: FeaturesSection,
+    pub models: ModelsSection,
+    pub pipeline: PipelineSection,
+    pub surfaces: BTreeMap<String, SurfaceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub addr: String,
+    /// Largest accepted request body; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Most entries in one items/users/events batch; more gets 413.
+    pub max_batch: usize,
+    /// Largest `n` of a recommendation request.
+    pub max_n: usize,
+}
+
+/// API keys by role. With no key configured at all, the API is open (local use). Once any
+/// key is set: reads need a read, write or admin key; writes need a write or admin key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub read_keys: Vec<String>,
+    pub write_keys: Vec<String>,
+    pub admin_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// fdatasync every group commit (turn off only for throwaway data).
+    pub fsync: bool,
+    pub segment_mb: u64,
+    /// Submissions waiting for a group commit before writers wait.
+    pub queue: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeaturesSection {
+    pub popularity_half_life_hours: f64,
+    /// Interactions remembered per user.
+    pub history_cap: usize,
+    pub weights: EventWeights,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsSection {
+    pub popular_size: usize,
+    pub popular_per_category: usize,
+    /// How often popular lists are rebuilt when events arrived.
+    pub popular_refresh_ms: u64,
+    /// How often co-visitation is rebuilt when events arrived.
+    pub covis_refresh_s: u64,
+    pub covis: CoVisConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSection {
+    /// Threads of the CPU pool for pipeline stages (0 = number of cores).
+    pub cpu_threads: usize,
+}
+
+/// One surface: its ordered components and budgets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SurfaceConfig {
+    /// Whole-request deadline.
+    pub budget_ms: u64,
+    /// Budget of all hydrators together.
+    pub hydrate_ms: u64,
+    /// Most merged candidates passed to ranking.
+    pub candidate_budget: usize,
+    pub sources: Vec<SourceConfig>,
+    pub hydrators: Vec<HydratorKind>,
+    pub filters: Vec<FilterKind>,
+    pub scorer: BlendConfig,
+    pub selectors: Vec<SelectorKind>,
+    pub side_effects: Vec<SideEffectKind>,
+    pub reasons: ReasonTemplates,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    /// Quota: most candidates from this source.
+    #[serde(default = "default_source_limit")]
+    pub limit: usize,
+    #[serde(default = "default_source_timeout")]
+    pub timeout_ms: u64,
+    /// Parameters of the `similar` source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similar: Option<SimilarConfig>,
+}
+
+fn default_source_limit() -> usize {
+    500
+}
+
+fn default_source_timeout() -> u64 {
+    50
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Popular,
+    Similar,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HydratorKind {
+    Item,
+    UserItem,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterKind {
+    Safety,
+    Seen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectorKind {
+    TopScore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SideEffectKind {
+    Impressions,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut surfaces = BTreeMap::new();
+        surfaces.insert("home".to_string(), SurfaceConfig::default());
+        let mut feed = SurfaceConfig::default();
+        // The feed leans on what is popular now more than on the user's history.
+        feed.scorer.source_weights.insert("popular".into(), 0.8);
+        surfaces.insert("feed".to_string(), feed);
+        Self {
+            data_dir: PathBuf::from("cascade-data"),
+            server: ServerSection::default(),
+            auth: AuthSection::default(),
+            storage: StorageSection::default(),
+            features: FeaturesSection::default(),
+            models: ModelsSection::default(),
+            pipeline: PipelineSection::default(),
+            surfaces,
+        }
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".into(),
+            max_body_bytes: 16 << 20,
+            max_batch: 10_000,
+            max_n: 500,
+        }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            fsync: true,
+            segment_mb: 256,
+            queue: 4096,
+        }
+    }
+}
+
+impl Default for FeaturesSection {
+    fn default() -> Self {
+        Self {
+            popularity_half_life_hours: 168.0,
+            history_cap: 200,
+            weights: EventWeights::default(),
+        }
+    }
+}
+
+impl Default for ModelsSection {
+    fn default() -> Self {
+        Self {
+            popular_size: 1000,
+            popular_per_category: 200,
+            popular_refresh_ms: 1000,
+            covis_refresh_s: 30,
+            covis: CoVisConfig::default(),
+        }
+    }
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self { cpu_threads: 0 }
+    }
+}
+
+impl Default for SurfaceConfig {
+    fn default() -> Self {
+        Self {
+            budget_ms: 200,
+            hydrate_ms: 50,
+            candidate_budget: 1000,
+            sources: vec![
+                SourceConfig {
+                    kind: SourceKind::Similar,
+                    limit: 500,
+                    timeout_ms: 50,
+                    similar: None,
+                },
+                SourceConfig {
+                    kind: SourceKind::Popular,
+                    limit: 300,
+                    timeout_ms: 50,
+                    similar: None,
+                },
+            ],
+            hydrators: vec![HydratorKind::Item, HydratorKind::UserItem],
+            filters: vec![FilterKind::Safety, FilterKind::Seen],
+            scorer: BlendConfig::default(),
+            selectors: vec![SelectorKind::TopScore],
+            side_effects: vec![SideEffectKind::Impressions],
+            reasons: ReasonTemplates::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then `CASCADE_*` variables
+    /// (`CASCADE_SERVER__ADDR=0.0.0.0:8080`, `CASCADE_STORAGE__FSYNC=false`, ...).
+    pub fn load(file: Option<&Path>) -> Result<Self, ServerError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ServerError::Config(format!(
+                    "config file {} not found",
+                    f.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(Env::prefixed("CASCADE_").split("__").filter(|k| {
+            SECTIONS
+                .iter()
+                .any(|s| k.as_str().split('.').next() == Some(*s))
+        }));
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rejects configurations that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let bad = |k: &str, m: &str| Err(ServerError::Config(format!("{k}: {m}")));
+        if self.server.max_body_bytes < 1024 {
+            return bad("server.max_body_bytes", "must be at least 1024");
+        }
+        if self.server.max_batch == 0 || self.server.max_n == 0 {
+            return bad("server.max_batch / server.max_n", "must be positive");
+        }
+        if self.storage.queue == 0 || self.storage.segment_mb == 0 {
+            return bad("storage.queue / storage.segment_mb", "must be positive");
+        }
+        if !(self.features.popularity_half_life_hours > 0.0) {
+            return bad("features.popularity_half_life_hours", "must be positive");
+        }
+        if self.models.popular_size == 0 {
+            return bad("models.popular_size", "must be positive");
+        }
+        if self.models.covis.window == 0 || self.models.covis.top_k == 0 {
+            return bad("models.covis", "window and top_k must be positive");
+        }
+        for keys in [
+            &self.auth.read_keys,
+            &self.auth.write_keys,
+            &self.auth.admin_keys,
+        ] {
+            if keys.iter().any(|k| k.len() < 8) {
+                return bad("auth", "API keys must be at least 8 characters");
+            }
+        }
+        if self.surfaces.is_empty() {
+            return bad("surfaces", "at least one surface is needed");
+        }
+        for (name, s) in &self.surfaces {
+            let k = |f: &str| format!("surfaces.{name}.{f}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return bad(
+                    &format!("surfaces.{name}"),
+                    "surface names use [A-Za-z0-9_-]",
+                );
+            }
+            if s.budget_ms == 0 {
+                return bad(&k("budget_ms"), "must be positive");
+            }
+            if s.sources.is_empty() || s.sources.len() > MAX_SOURCES {
+                return bad(&k("sources"), &format!("needs 1..={MAX_SOURCES} sources"));
+            }
+            if s.sources.iter().any(|x| x.limit == 0 || x.timeout_ms == 0) {
+                return bad(&k("sources"), "limit and timeout_ms must be positive");
+            }
+            if s.candidate_budget == 0 {
+                return bad(&k("candidate_budget"), "must be positive");
+            }
+            if !s.filters.contains(&FilterKind::Safety) {
+                return bad(&k("filters"), "the safety filter cannot be removed");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_have_home_and_feed() {
+        let c = Config::default();
+        c.validate().expect("valid");
+        assert!(c.surfaces.contains_key("home") && c.surfaces.contains_key("feed"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[server]\nadress = \"x\"\n").expect("write");
+        let err = Config::load(Some(&f)).expect_err("must reject");
+        assert!(err.to_string().contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn file_values_apply_and_validation_names_the_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[server]\nmax_n = 7\n[surfaces.home]\nbudget_ms = 0\n").expect("write");
+        let err = Config::load(Some(&f)).expect_err("budget 0");
+        assert!(err.to_string().contains("surfaces.home.budget_ms"), "{err}");
+        std::fs::write(&f, "[server]\nmax_n = 7\n[surfaces.home]\nbudget_ms = 80\n")
+            .expect("write");
+        let c = Config::load(Some(&f)).expect("ok");
+        assert_eq!(c.server.max_n, 7);
+        assert_eq!(c.surfaces["home"].budget_ms, 80);
+        // Other defaults of the surface survive the partial override.
+        assert_eq!(c.surfaces["home"].sources.len(), 2);
+    }
+}

@@ -1,0 +1,159 @@
+//! JSON body extraction that answers bad input with a 4xx naming the field.
+
+use crate::api::AppState;
+use crate::error::ApiError;
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+/// Like `axum::Json`, but bounded by `server.max_body_bytes` (413) and with errors that name
+/// the JSON path of the offending field (`events[2].type`).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(ct) = req.headers().get(axum::http::header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("");
+            if !(ct.starts_with("application/json") || ct.contains("+json")) {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!("expected application/json, got `{ct}`"),
+                )
+                .field("content-type"));
+            }
+        }
+        let limit = state.engine.config.server.max_body_bytes;
+        let body: Body = req.into_body();
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body exceeds {limit} bytes"),
+            )
+            .field("body")
+        })?;
+        // Large bodies are parsed on the CPU pool, not on the async runtime.
+        if bytes.len() > 64 * 1024 {
+            let pool = state.engine.env.pool.clone();
+            pool.run(move || parse::<T>(&bytes))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map(JsonBody)
+        } else {
+            parse::<T>(&bytes).map(JsonBody)
+        }
+    }
+}
+
+/// Parses `bytes`, turning serde errors into field-named 400s.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "malformed_json",
+            "body",
+            "request body is empty",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        use serde_json::error::Category;
+        match inner.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request("malformed_json", "body", format!("malformed JSON: {inner}"))
+            }
+            Category::Data => {
+                let msg = inner.to_string();
+                let field = field_of(&path, &msg);
+                let code = if msg.starts_with("missing field") {
+                    "missing_field"
+                } else if msg.starts_with("unknown field") {
+                    "unknown_field"
+                } else if msg.starts_with("unknown variant") {
+                    "invalid_value"
+                } else {
+                    "invalid_type"
+                };
+                ApiError::bad_request(code, field, strip_position(&msg))
+            }
+        }
+    })
+}
+
+/// Completes the path with the field a "missing"/"unknown field" message names.
+fn field_of(path: &str, msg: &str) -> String {
+    let path = if path == "." { "" } else { path };
+    for prefix in ["missing field `", "unknown field `"] {
+        if let Some(rest) = msg.strip_prefix(prefix) {
+            if let Some(name) = rest.split('`').next() {
+                if path.ends_with(name) {
+                    return path.to_string();
+                }
+                return if path.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{path}.{name}")
+                };
+            }
+        }
+    }
+    if path.is_empty() {
+        "body".into()
+    } else {
+        path.to_string()
+    }
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(p) => msg[..p].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Batch {
+        events: Vec<cascade_core::EventIn>,
+    }
+
+    fn err(json: &str) -> ApiError {
+        match parse::<Batch>(json.as_bytes()) {
+            Ok(_) => panic!("{json} should fail"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let e = err(
+            r#"{"events":[{"type":"click","user_id":"u","item_id":"i"},{"type":"poke","user_id":"u"}]}"#,
+        );
+        assert_eq!(e.field.as_deref(), Some("events[1].type"));
+        assert_eq!(e.index, Some(1));
+        assert_eq!(e.code, "invalid_value");
+        let e = err(r#"{"events":[{"type":"click","item_id":"i"}]}"#);
+        assert_eq!(e.field.as_deref(), Some("events[0].user_id"));
+        assert_eq!(e.code, "missing_field");
+        let e = err(r#"{"events":[{"type":"click","user_id":5,"item_id":"i"}]}"#);
+        assert_eq!(e.field.as_deref(), Some("events[0].user_id"));
+        assert_eq!(e.code, "invalid_type");
+        let e = err(r#"{"events":[{"type":"click","user_id":"u","item_id":"i","colour":1}]}"#);
+        assert_eq!(e.field.as_deref(), Some("events[0].colour"));
+        let e = err(r#"{"events":[ {"type": "#);
+        assert_eq!(e.code, "malformed_json");
+        let e = err(r#"{}"#);
+        assert_eq!(e.field.as_deref(), Some("events"));
+    }
+}

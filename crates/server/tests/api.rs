@@ -1,0 +1,654 @@
+//! End-to-end tests: a real server on port 0, driven over HTTP.
+
+use cascade_server::{Config, Engine};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+struct TestServer {
+    base: String,
+    engine: Arc<Engine>,
+    client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    async fn start(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut cfg = Config::default();
+        cfg.data_dir = dir.to_path_buf();
+        cfg.models.popular_refresh_ms = 50;
+        tweak(&mut cfg);
+        let engine = Engine::open_async(cfg).await.expect("engine");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let e = engine.clone();
+        let task = tokio::spawn(async move {
+            cascade_server::serve(e, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        Self {
+            base,
+            engine,
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        self.engine.close().await;
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn raw(&self, method: reqwest::Method, path: &str, body: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+const DAY: i64 = 86_400;
+const T0: i64 = 1_700_000_000;
+
+/// 30 items in 3 categories (i5 hidden, i6 mature); 40 users who watch runs of consecutive
+/// items of one category, so co-visitation has structure.
+async fn seed_world(s: &TestServer) {
+    let cats = ["Comedy", "Drama", "Science"];
+    let items: Vec<Value> = (0..30)
+        .map(|i| {
+            json!({
+                "id": format!("i{i}"),
+                "title": format!("Film {i}"),
+                "categories": [cats[i % 3]],
+                "creator_id": format!("c{}", i % 5),
+                "created_at": T0 - 30 * DAY,
+                "hidden": i == 5,
+                "mature": i == 6,
+            })
+        })
+        .collect();
+    assert_eq!(s.post("/v1/items", json!({ "items": items })).await.0, 200);
+    let users: Vec<Value> = (0..40)
+        .map(|u| json!({"id": format!("u{u}"), "follows": ["c1"]}))
+        .collect();
+    assert_eq!(s.post("/v1/users", json!({ "users": users })).await.0, 200);
+    let mut events = Vec::new();
+    for u in 0..40 {
+        let cat = u % 3;
+        for step in 0..6 {
+            let item = (cat + 3 * ((u / 3 + step) % 10)) % 30;
+            events.push(json!({
+                "type": if step % 2 == 0 { "view" } else { "like" },
+                "user_id": format!("u{u}"),
+                "item_id": format!("i{item}"),
+                "timestamp": T0 + u as i64 * 100 + step as i64 * 10,
+            }));
+        }
+    }
+    let (st, body) = s.post("/v1/events", json!({ "events": events })).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["accepted"], 240);
+    s.engine.rebuild_models();
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["item_id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recommendations_end_to_end() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(tmp.path(), |_| {}).await;
+    seed_world(&s).await;
+
+    for surface in ["home", "feed"] {
+        let (st, r) = s
+            .get(&format!("/v1/recommendations/{surface}?user_id=u0&n=10"))
+            .await;
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["surface"], surface);
+        assert_eq!(r["user_id"], "u0");
+        assert!(r["model_version"].as_str().is_some_and(|v| !v.is_empty()));
+        assert!(r["request_id"].as_str().is_some_and(|v| v.len() == 32));
+        let got = ids(&r);
+        assert_eq!(got.len(), 10, "{r}");
+        assert!(!got.contains(&"i5".to_string()), "hidden item served");
+        assert!(
+            !got.contains(&"i6".to_string()),
+            "mature item served to a user who did not opt in"
+        );
+        // u0 interacted with i0, i3, ..., i15: none may come back.
+        for seen in [0, 3, 6, 9, 12, 15] {
+            assert!(
+                !got.contains(&format!("i{seen}")),
+                "seen item i{seen} served: {got:?}"
+            );
+        }
+        for (rank, it) in r["items"].as_array().expect("items").iter().enumerate() {
+            assert_eq!(it["rank"], rank + 1);
+            assert!(
+                it["reason"]["text"].as_str().is_some_and(|t| !t.is_empty()),
+                "{it}"
+            );
+            assert!(
+                it["reason"]["code"].as_str().is_some_and(|t| !t.is_empty()),
+                "{it}"
+            );
+            assert!(!it["sources"].as_array().expect("sources").is_empty());
+        }
+        assert!(r["timings_ms"]["sources"].is_number());
+        assert_eq!(r["degraded"], json!([]));
+    }
+
+    // u0's history is Comedy runs: the similar source must produce Comedy items next.
+    let (_, r) = s.get("/v1/recommendations/home?user_id=u0&n=3").await;
+    let first = &r["items"][0];
+    assert!(
+        first["sources"]
+            .as_array()
+            .expect("s")
+            .contains(&json!("similar")),
+        "{r}"
+    );
+    let n: usize = first["item_id"].as_str().expect("id")[1..]
+        .parse()
+        .expect("n");
+    assert_eq!(n % 3, 0, "neighbours of a Comedy run should be Comedy: {r}");
+
+    // Session items and exclusions are honoured; explain adds a trace.
+    let (st, r) = s
+        .post(
+            "/v1/recommendations/home",
+            json!({"user_id": "new-user", "n": 5, "session_item_ids": ["i1"], "exclude": ["i4"], "explain": true,
+                   "context": {"device": "tv", "locale": "en-GB"}}),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let got = ids(&r);
+    assert_eq!(got.len(), 5);
+    assert!(
+        !got.contains(&"i1".into()) && !got.contains(&"i4".into()),
+        "{got:?}"
+    );
+    assert!(r["items"][0]["explain"]["sources"].is_object(), "{r}");
+    let removed = r["removed"].as_array().expect("removed");
+    assert!(
+        removed
+            .iter()
+            .any(|x| x["item_id"] == "i4" && x["reason"] == "excluded"),
+        "{r}"
+    );
+
+    // A cold user still gets a full list.
+    let (_, r) = s.get("/v1/recommendations/feed?user_id=stranger&n=8").await;
+    assert_eq!(ids(&r).len(), 8);
+
+    // Similar items.
+    let (st, r) = s.get("/v1/items/i0/similar?n=4").await;
+    assert_eq!(st, 200);
+    assert_eq!(r["item_id"], "i0");
+    let sim = ids(&r);
+    assert!(!sim.is_empty() && sim.len() <= 4);
+    assert!(!sim.contains(&"i5".into()));
+    let (st, r) = s.get("/v1/items/nope/similar").await;
+    assert_eq!(st, 404);
+    assert_eq!(r["error"]["code"], "item_not_found");
+
+    // Unknown surface.
+    let (st, r) = s.get("/v1/recommendations/nowhere?user_id=u0").await;
+    assert_eq!(st, 404);
+    assert_eq!(r["error"]["field"], "surface");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_hides_and_deletes_take_effect_at_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(tmp.path(), |_| {}).await;
+    seed_world(&s).await;
+    let (_, r) = s.get("/v1/recommendations/home?user_id=u1&n=5").await;
+    let top = ids(&r)[0].clone();
+    // The user hides the top item: it vanishes from the very next response.
+    let (st, _) = s
+        .post(
+            "/v1/events",
+            json!({"events": [{"type": "hide", "user_id": "u1", "item_id": top}]}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (_, r) = s.get("/v1/recommendations/home?user_id=u1&n=20").await;
+    assert!(!ids(&r).contains(&top));
+    // An operator hides another item for everyone; then deletes a third.
+    let (_, r) = s.get("/v1/recommendations/home?user_id=u2&n=5").await;
+    let (a, b) = (ids(&r)[0].clone(), ids(&r)[1].clone());
+    let (st, body) = s
+        .raw(
+            reqwest::Method::PATCH,
+            &format!("/v1/items/{a}"),
+            r#"{"hidden": true}"#,
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (st, _) = s
+        .raw(reqwest::Method::DELETE, &format!("/v1/items/{b}"), "")
+        .await;
+    assert_eq!(st, 200);
+    for user in ["u2", "u3", "brand-new"] {
+        let (_, r) = s
+            .get(&format!("/v1/recommendations/home?user_id={user}&n=25"))
+            .await;
+        let got = ids(&r);
+        assert!(!got.contains(&a) && !got.contains(&b), "{user}: {got:?}");
+    }
+    let (st, _) = s
+        .raw(
+            reqwest::Method::PATCH,
+            "/v1/items/missing",
+            r#"{"hidden": true}"#,
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, _) = s
+        .raw(reqwest::Method::DELETE, &format!("/v1/items/{b}"), "")
+        .await;
+    assert_eq!(st, 404, "deleted twice");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_whole_with_the_field_named() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(tmp.path(), |c| {
+        c.server.max_body_bytes = 4096;
+        c.server.max_batch = 5;
+    })
+    .await;
+    let before = s.get("/healthz").await.1;
+    let post = reqwest::Method::POST;
+
+    let (st, r) = s
+        .raw(post.clone(), "/v1/events", r#"{"events": [ {"type": "#)
+        .await;
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (400, Some("malformed_json"))
+    );
+    assert_eq!(r["error"]["field"], "body");
+
+    let (st, r) = s
+        .raw(post.clone(), "/v1/events", r#"{"events":[{"type":"click","user_id":"u","item_id":"ok"},{"type":"poke","user_id":"u","item_id":"x"}]}"#)
+        .await;
+    assert_eq!(st, 400);
+    assert_eq!(r["error"]["field"], "events[1].type");
+    assert_eq!(r["error"]["index"], 1);
+    assert!(r["error"]["message"].as_str().expect("m").contains("poke"));
+
+    let (st, r) = s
+        .raw(
+            post.clone(),
+            "/v1/events",
+            r#"{"events":[{"type":"click","user_id":7,"item_id":"a"}]}"#,
+        )
+        .await;
+    assert_eq!(
+        (st, r["error"]["field"].as_str()),
+        (400, Some("events[0].user_id"))
+    );
+    assert_eq!(r["error"]["code"], "invalid_type");
+
+    let (st, r) = s
+        .raw(
+            post.clone(),
+            "/v1/events",
+            r#"{"events":[{"type":"click","user_id":"u"}]}"#,
+        )
+        .await;
+    assert_eq!(
+        (st, r["error"]["field"].as_str()),
+        (400, Some("events[0].item_id"))
+    );
+
+    let (st, r) = s
+        .raw(
+            post.clone(),
+            "/v1/items",
+            r#"{"items":[{"id":"good"},{"title":"no id"}]}"#,
+        )
+        .await;
+    assert_eq!(
+        (st, r["error"]["field"].as_str()),
+        (400, Some("items[1].id"))
+    );
+    assert_eq!(r["error"]["code"], "missing_field");
+
+    let (st, r) = s
+        .raw(
+            post.clone(),
+            "/v1/items",
+            r#"{"items":[{"id":"good2"},{"id":""}]}"#,
+        )
+        .await;
+    assert_eq!(
+        (st, r["error"]["field"].as_str()),
+        (400, Some("items[1].id"))
+    );
+
+    let (st, r) = s
+        .raw(
+            post.clone(),
+            "/v1/users",
+            r#"{"users":[{"id":"x","follows":"c1"}]}"#,
+        )
+        .await;
+    assert_eq!(
+        (st, r["error"]["field"].as_str()),
+        (400, Some("users[0].follows"))
+    );
+
+    let six: Vec<Value> = (0..6)
+        .map(|i| json!({"type": "view", "user_id": "u", "item_id": format!("b{i}")}))
+        .collect();
+    let (st, r) = s.post("/v1/events", json!({ "events": six })).await;
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (413, Some("batch_too_large"))
+    );
+    assert_eq!(r["error"]["field"], "events");
+
+    let big = format!(
+        r#"{{"items":[{{"id":"big","title":"{}"}}]}}"#,
+        "x".repeat(5000)
+    );
+    let (st, r) = s.raw(post.clone(), "/v1/items", &big).await;
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+
+    let (st, r) = s.get("/v1/recommendations/home?n=5").await;
+    assert_eq!((st, r["error"]["field"].as_str()), (400, Some("user_id")));
+    let (st, r) = s.get("/v1/recommendations/home?user_id=u&n=0").await;
+    assert_eq!((st, r["error"]["field"].as_str()), (400, Some("n")));
+    let (st, r) = s.get("/v1/recommendations/home?user_id=u&n=abc").await;
+    assert_eq!((st, r["error"]["field"].as_str()), (400, Some("n")));
+    let (st, r) = s
+        .post(
+            "/v1/recommendations/home",
+            json!({"user_id": "u", "context": {"time": "yesterday"}}),
+        )
+        .await;
+    assert_eq!(
+        (st, r["error"]["field"].as_str()),
+        (400, Some("context.time"))
+    );
+
+    let r = s
+        .client
+        .post(format!("{}/v1/events", s.base))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 415);
+
+    // Nothing of any rejected batch was stored.
+    let after = s.get("/healthz").await.1;
+    assert_eq!(before, after, "a rejected batch changed state");
+    for id in ["good", "good2", "big"] {
+        assert_eq!(
+            s.get(&format!("/v1/items/{id}/similar")).await.0,
+            404,
+            "{id} was stored"
+        );
+    }
+    // Errors never leak as non-JSON.
+    let (st, r) = s.get("/v2/nothing").await;
+    assert_eq!((st, r["error"]["code"].as_str()), (404, Some("not_found")));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_separate_read_and_write() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(tmp.path(), |c| {
+        c.auth.read_keys = vec!["read-key-123".into()];
+        c.auth.write_keys = vec!["write-key-456".into()];
+    })
+    .await;
+    let url = |p: &str| format!("{}{p}", s.base);
+    let item = json!({"items": [{"id": "a"}]});
+    let r = s
+        .client
+        .post(url("/v1/items"))
+        .json(&item)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["field"], "authorization");
+    let r = s
+        .client
+        .post(url("/v1/items"))
+        .bearer_auth("read-key-123")
+        .json(&item)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 403, "a read key cannot write");
+    let r = s
+        .client
+        .post(url("/v1/items"))
+        .bearer_auth("wrong-key-000")
+        .json(&item)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = s
+        .client
+        .post(url("/v1/items"))
+        .header("x-api-key", "write-key-456")
+        .json(&item)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s
+        .client
+        .get(url("/v1/recommendations/home?user_id=u"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = s
+        .client
+        .get(url("/v1/recommendations/home?user_id=u"))
+        .bearer_auth("read-key-123")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s.client.get(url("/healthz")).send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 200, "health stays open");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_the_same_data_dir_gives_the_same_answers() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let req = json!({"user_id": "u4", "n": 10, "context": {"time": T0 + 10 * DAY}});
+    let s = TestServer::start(tmp.path(), |_| {}).await;
+    seed_world(&s).await;
+    let (_, before) = s.post("/v1/recommendations/home", req.clone()).await;
+    let (_, sim_before) = s.get("/v1/items/i3/similar").await;
+    s.stop().await;
+    let s = TestServer::start(tmp.path(), |_| {}).await;
+    assert!(s.engine.replay.records >= 3);
+    let (_, after) = s.post("/v1/recommendations/home", req).await;
+    let (_, sim_after) = s.get("/v1/items/i3/similar").await;
+    assert_eq!(ids(&before), ids(&after));
+    let scores = |v: &Value| {
+        v["items"]
+            .as_array()
+            .expect("i")
+            .iter()
+            .map(|i| i["score"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(scores(&before), scores(&after));
+    assert_eq!(sim_before["items"], sim_after["items"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_time_replays_the_past() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(tmp.path(), |_| {}).await;
+    let items = json!({"items": [{"id": "old", "categories": ["A"]}, {"id": "later", "categories": ["A"]}]});
+    assert_eq!(s.post("/v1/items", items).await.0, 200);
+    let mut events = Vec::new();
+    for u in 0..3 {
+        events.push(
+            json!({"type": "click", "user_id": format!("a{u}"), "item_id": "old", "timestamp": T0}),
+        );
+    }
+    for u in 0..9 {
+        events.push(json!({"type": "click", "user_id": format!("b{u}"), "item_id": "later", "timestamp": T0 + DAY}));
+    }
+    events.push(
+        json!({"type": "click", "user_id": "me", "item_id": "old", "timestamp": T0 + 2 * DAY}),
+    );
+    assert_eq!(
+        s.post("/v1/events", json!({ "events": events })).await.0,
+        200
+    );
+    s.engine.rebuild_models();
+    let at = |t: i64| json!({"user_id": "me", "n": 1, "context": {"time": t}});
+    // Before "later" had any clicks, "old" leads; after, "later" does.
+    let (_, r) = s.post("/v1/recommendations/home", at(T0 + DAY / 2)).await;
+    assert_eq!(ids(&r), vec!["old"], "{r}");
+    // At T0+1.5d "me" has not clicked "old" yet, but "later" is more popular.
+    let (_, r) = s
+        .post("/v1/recommendations/home", at(T0 + DAY + DAY / 2))
+        .await;
+    assert_eq!(ids(&r), vec!["later"], "{r}");
+    // After "me" clicked "old", it is excluded as seen.
+    let (_, r) = s
+        .post(
+            "/v1/recommendations/home",
+            json!({"user_id": "me", "n": 2, "context": {"time": T0 + 3 * DAY}}),
+        )
+        .await;
+    assert_eq!(ids(&r), vec!["later"], "{r}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_and_metrics_describe_the_service() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(tmp.path(), |_| {}).await;
+    seed_world(&s).await;
+    let _ = s.get("/v1/recommendations/home?user_id=u0").await;
+    let (st, doc) = s.get("/openapi.json").await;
+    assert_eq!(st, 200);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let expect = [
+        ("/v1/items", "post"),
+        ("/v1/items/{id}", "patch"),
+        ("/v1/items/{id}", "delete"),
+        ("/v1/users", "post"),
+        ("/v1/events", "post"),
+        ("/v1/recommendations/{surface}", "get"),
+        ("/v1/recommendations/{surface}", "post"),
+        ("/v1/items/{id}/similar", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ];
+    for (path, method) in expect {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing from openapi"
+        );
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|p| p.as_object().map_or(0, |m| m.len()))
+        .sum();
+    assert_eq!(
+        documented,
+        expect.len(),
+        "a documented route does not exist or vice versa"
+    );
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .expect("m")
+        .text()
+        .await
+        .expect("t");
+    for needle in [
+        "cascade_http_requests_total{route=\"/v1/recommendations/{surface}\"",
+        "cascade_stage_seconds_bucket{surface=\"home\",stage=\"sources\"",
+        "cascade_pipeline_seconds_bucket{surface=\"home\"",
+        "cascade_events_ingested_total",
+        "cascade_http_request_seconds_bucket",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}");
+    }
+    let (st, _) = s.get("/readyz").await;
+    assert_eq!(st, 200);
+    s.stop().await;
+}

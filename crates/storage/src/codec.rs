@@ -1,0 +1,79 @@
+//! Binary encoding of one [`Mutation`] as a log record payload.
+//!
+//! Events, the high-volume record, use postcard (compact, no field names). Catalog and user
+//! records carry free-form JSON attributes, so they stay JSON: postcard cannot carry a
+//! self-describing `serde_json::Value`.
+
+use crate::{Result, StorageError};
+use cascade_core::{Event, Item, ItemPatch, Mutation, User};
+use serde::{Deserialize, Serialize};
+
+const EVENTS_V1: u8 = 1;
+const UPSERT_ITEMS_V1: u8 = 2;
+const PATCH_ITEM_V1: u8 = 3;
+const DELETE_ITEM_V1: u8 = 4;
+const UPSERT_USERS_V1: u8 = 5;
+
+#[derive(Serialize, Deserialize)]
+struct Patch {
+    id: String,
+    patch: ItemPatch,
+}
+
+fn json<T: Serialize>(kind: u8, v: &T, out: &mut Vec<u8>) -> Result<()> {
+    out.push(kind);
+    serde_json::to_writer(&mut *out, v).map_err(|e| StorageError::Encode(e.to_string()))
+}
+
+/// Appends the payload for `m` to `out`.
+pub(crate) fn encode(m: &Mutation, out: &mut Vec<u8>) -> Result<()> {
+    match m {
+        Mutation::Events(evs) => {
+            out.push(EVENTS_V1);
+            let bytes = postcard::to_extend(evs, std::mem::take(out))
+                .map_err(|e| StorageError::Encode(e.to_string()))?;
+            *out = bytes;
+            Ok(())
+        }
+        Mutation::UpsertItems(items) => json(UPSERT_ITEMS_V1, items, out),
+        Mutation::PatchItem { id, patch } => json(
+            PATCH_ITEM_V1,
+            &Patch {
+                id: id.clone(),
+                patch: patch.clone(),
+            },
+            out,
+        ),
+        Mutation::DeleteItem { id } => json(DELETE_ITEM_V1, id, out),
+        Mutation::UpsertUsers(users) => json(UPSERT_USERS_V1, users, out),
+    }
+}
+
+/// Decodes one payload; an error here means a record with a valid checksum that this
+/// version cannot read, which is never silently skipped.
+pub(crate) fn decode(payload: &[u8]) -> std::result::Result<Mutation, String> {
+    let (&kind, body) = payload.split_first().ok_or("empty record")?;
+    let m = match kind {
+        EVENTS_V1 => {
+            Mutation::Events(postcard::from_bytes::<Vec<Event>>(body).map_err(|e| e.to_string())?)
+        }
+        UPSERT_ITEMS_V1 => Mutation::UpsertItems(
+            serde_json::from_slice::<Vec<Item>>(body).map_err(|e| e.to_string())?,
+        ),
+        PATCH_ITEM_V1 => {
+            let p: Patch = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            Mutation::PatchItem {
+                id: p.id,
+                patch: p.patch,
+            }
+        }
+        DELETE_ITEM_V1 => Mutation::DeleteItem {
+            id: serde_json::from_slice(body).map_err(|e| e.to_string())?,
+        },
+        UPSERT_USERS_V1 => Mutation::UpsertUsers(
+            serde_json::from_slice::<Vec<User>>(body).map_err(|e| e.to_string())?,
+        ),
+        k => return Err(format!("unknown record kind {k}")),
+    };
+    Ok(m)
+}

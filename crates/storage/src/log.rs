@@ -1,0 +1,464 @@
+//! Segment files of length-prefixed, CRC-checked records; replay and torn-tail repair.
+//!
+//! Record layout: `u32 len (LE) | u32 crc32(payload) (LE) | payload`. A segment starts with an
+//! 8-byte magic. Only the newest segment may end in a torn record (a crash mid-write); it is
+//! truncated to the last whole record on open. Damage anywhere else is reported, never skipped.
+
+use crate::codec;
+use crate::{Result, StorageError};
+use cascade_core::Mutation;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"CSCLOG01";
+const HEADER: u64 = 8;
+/// Upper bound of one record; larger lengths in a header mean garbage, not data.
+pub const MAX_RECORD: usize = 256 << 20;
+
+/// How the log is stored.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub dir: PathBuf,
+    /// `fdatasync` after every group commit. Off only for throwaway data.
+    pub fsync: bool,
+    /// Roll to a new segment past this size.
+    pub segment_bytes: u64,
+}
+
+impl LogOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            fsync: true,
+            segment_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What replay found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayStats {
+    pub records: u64,
+    pub segments: u32,
+    pub bytes: u64,
+    /// Bytes cut off the newest segment because its last record was torn.
+    pub truncated_bytes: u64,
+}
+
+/// The append side of the log, owned by one thread (the [`crate::LogWriter`] or an importer).
+#[derive(Debug)]
+pub struct EventLog {
+    opts: LogOptions,
+    file: File,
+    path: PathBuf,
+    segment: u32,
+    len: u64,
+    records: u64,
+    buf: Vec<u8>,
+}
+
+fn segment_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:08}.seg"))
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_suffix(".seg")
+            .and_then(|s| s.parse::<u32>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Outcome of scanning one segment.
+enum Scan {
+    Clean { len: u64 },
+    Torn { good_len: u64, reason: String },
+}
+
+/// Reads every whole record of a segment, calling `f` with each payload.
+fn scan_segment(path: &Path, f: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<Scan> {
+    let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
+    let total = file
+        .metadata()
+        .map_err(|e| StorageError::io(path, e))?
+        .len();
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0u8; 8];
+    if total < HEADER {
+        return Ok(Scan::Torn {
+            good_len: 0,
+            reason: "incomplete segment header".into(),
+        });
+    }
+    r.read_exact(&mut magic)
+        .map_err(|e| StorageError::io(path, e))?;
+    if &magic != MAGIC {
+        return Err(StorageError::Corrupt {
+            path: path.into(),
+            offset: 0,
+            reason: "not a Cascade log segment".into(),
+        });
+    }
+    let mut pos = HEADER;
+    let mut payload = Vec::new();
+    loop {
+        if pos == total {
+            return Ok(Scan::Clean { len: pos });
+        }
+        if total - pos < 8 {
+            return Ok(Scan::Torn {
+                good_len: pos,
+                reason: "incomplete record header".into(),
+            });
+        }
+        let mut head = [0u8; 8];
+        r.read_exact(&mut head)
+            .map_err(|e| StorageError::io(path, e))?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len == 0 || len > MAX_RECORD {
+            return Ok(Scan::Torn {
+                good_len: pos,
+                reason: format!("bad record length {len}"),
+            });
+        }
+        if total - pos - 8 < len as u64 {
+            return Ok(Scan::Torn {
+                good_len: pos,
+                reason: "incomplete record".into(),
+            });
+        }
+        payload.resize(len, 0);
+        r.read_exact(&mut payload)
+            .map_err(|e| StorageError::io(path, e))?;
+        if crc32fast::hash(&payload) != crc {
+            return Ok(Scan::Torn {
+                good_len: pos,
+                reason: "checksum mismatch".into(),
+            });
+        }
+        f(&payload)?;
+        pos += 8 + len as u64;
+    }
+}
+
+impl EventLog {
+    /// Opens (creating if needed) the log, replaying every record into `apply` in order,
+    /// repairing a torn tail of the newest segment.
+    pub fn open(opts: LogOptions, apply: &mut dyn FnMut(Mutation)) -> Result<(Self, ReplayStats)> {
+        std::fs::create_dir_all(&opts.dir).map_err(|e| StorageError::io(&opts.dir, e))?;
+        let segments = list_segments(&opts.dir)?;
+        let mut stats = ReplayStats::default();
+        let mut last_len = 0;
+        for (i, &n) in segments.iter().enumerate() {
+            let path = segment_path(&opts.dir, n);
+            let newest = i + 1 == segments.len();
+            let mut on_record = |payload: &[u8]| -> Result<()> {
+                let m = codec::decode(payload).map_err(|reason| StorageError::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    reason,
+                })?;
+                stats.records += 1;
+                stats.bytes += payload.len() as u64 + 8;
+                apply(m);
+                Ok(())
+            };
+            match scan_segment(&path, &mut on_record)? {
+                Scan::Clean { len } => last_len = len,
+                Scan::Torn { good_len, reason } if newest => {
+                    let actual = std::fs::metadata(&path)
+                        .map_err(|e| StorageError::io(&path, e))?
+                        .len();
+                    tracing::warn!(
+                        segment = %path.display(), good_len, cut = actual - good_len, %reason,
+                        "truncating torn tail of the event log"
+                    );
+                    stats.truncated_bytes = actual - good_len;
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| StorageError::io(&path, e))?;
+                    f.set_len(good_len)
+                        .map_err(|e| StorageError::io(&path, e))?;
+                    f.sync_all().map_err(|e| StorageError::io(&path, e))?;
+                    last_len = good_len;
+                }
+                Scan::Torn { good_len, reason } => {
+                    return Err(StorageError::Corrupt {
+                        path,
+                        offset: good_len,
+                        reason,
+                    });
+                }
+            }
+            stats.segments += 1;
+        }
+        let segment = segments.last().copied().unwrap_or(1);
+        let path = segment_path(&opts.dir, segment);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        if last_len < HEADER {
+            file.set_len(0).map_err(|e| StorageError::io(&path, e))?;
+            file.write_all(MAGIC)
+                .map_err(|e| StorageError::io(&path, e))?;
+            file.sync_all().map_err(|e| StorageError::io(&path, e))?;
+            sync_dir(&opts.dir)?;
+            last_len = HEADER;
+        }
+        file.seek(SeekFrom::Start(last_len))
+            .map_err(|e| StorageError::io(&path, e))?;
+        let records = stats.records;
+        Ok((
+            Self {
+                opts,
+                file,
+                path,
+                segment,
+                len: last_len,
+                records,
+                buf: Vec::with_capacity(1 << 16),
+            },
+            stats,
+        ))
+    }
+
+    /// Reads every record without opening for append (tools and tests).
+    pub fn read_all(dir: &Path) -> Result<Vec<Mutation>> {
+        let mut out = Vec::new();
+        for n in list_segments(dir)? {
+            let path = segment_path(dir, n);
+            let mut on = |p: &[u8]| -> Result<()> {
+                let m = codec::decode(p).map_err(|reason| StorageError::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    reason,
+                })?;
+                out.push(m);
+                Ok(())
+            };
+            scan_segment(&path, &mut on)?;
+        }
+        Ok(out)
+    }
+
+    /// Number of records in the log.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Current byte position, used to roll back a failed group commit.
+    pub(crate) fn position(&self) -> (u32, u64, u64) {
+        (self.segment, self.len, self.records)
+    }
+
+    /// Cuts the current segment back to `pos` after a failed write.
+    pub(crate) fn rollback(&mut self, pos: (u32, u64, u64)) {
+        if pos.0 != self.segment {
+            // A roll happened mid-batch; the new segment only holds failed records.
+            let _ = self.file.set_len(HEADER);
+            let _ = self.file.seek(SeekFrom::Start(HEADER));
+            self.len = HEADER;
+            self.records = pos.2;
+            return;
+        }
+        let _ = self.file.set_len(pos.1);
+        let _ = self.file.seek(SeekFrom::Start(pos.1));
+        self.len = pos.1;
+        self.records = pos.2;
+    }
+
+    /// Writes one record (not yet durable: call [`EventLog::sync`]). Returns its sequence
+    /// number (0-based, over the whole log).
+    pub fn append(&mut self, m: &Mutation) -> Result<u64> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0u8; 8]);
+        codec::encode(m, &mut self.buf)?;
+        let len = self.buf.len() - 8;
+        if len > MAX_RECORD {
+            return Err(StorageError::TooLarge(len));
+        }
+        let crc = crc32fast::hash(&self.buf[8..]);
+        self.buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        if self.len + self.buf.len() as u64 > self.opts.segment_bytes && self.len > HEADER {
+            self.roll()?;
+        }
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        self.len += self.buf.len() as u64;
+        let seq = self.records;
+        self.records += 1;
+        Ok(seq)
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.opts.fsync {
+            self.file
+                .sync_data()
+                .map_err(|e| StorageError::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn roll(&mut self) -> Result<()> {
+        self.sync()?;
+        let next = self.segment + 1;
+        let path = segment_path(&self.opts.dir, next);
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, e))?;
+        file.write_all(MAGIC)
+            .map_err(|e| StorageError::io(&path, e))?;
+        file.sync_all().map_err(|e| StorageError::io(&path, e))?;
+        sync_dir(&self.opts.dir)?;
+        self.file = file;
+        self.path = path;
+        self.segment = next;
+        self.len = HEADER;
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    // A new segment's directory entry must be durable too, or a crash could lose the file.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cascade_core::{Event, EventKind, Target};
+
+    fn events(n: usize, tag: &str) -> Mutation {
+        Mutation::Events(
+            (0..n)
+                .map(|i| Event {
+                    kind: EventKind::Click,
+                    user_id: format!("u{i}"),
+                    target: Target::Item(format!("{tag}-{i}")),
+                    value: 1.0,
+                    fraction: None,
+                    ts: i as i64,
+                    request_id: None,
+                    surface: None,
+                    position: Some(i as u32),
+                })
+                .collect(),
+        )
+    }
+
+    fn open(dir: &Path) -> (EventLog, Vec<Mutation>, ReplayStats) {
+        let mut seen = Vec::new();
+        let (log, stats) =
+            EventLog::open(LogOptions::new(dir), &mut |m| seen.push(m)).expect("open");
+        (log, seen, stats)
+    }
+
+    #[test]
+    fn append_and_replay_in_order() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (mut log, seen, _) = open(tmp.path());
+        assert!(seen.is_empty());
+        for k in 0..5 {
+            log.append(&events(3, &k.to_string())).expect("append");
+        }
+        log.sync().expect("sync");
+        drop(log);
+        let (log, seen, stats) = open(tmp.path());
+        assert_eq!(stats.records, 5);
+        assert_eq!(log.records(), 5);
+        assert_eq!(seen[4], events(3, "4"));
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_not_served() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (mut log, _, _) = open(tmp.path());
+        log.append(&events(2, "a")).expect("a");
+        log.append(&events(2, "b")).expect("b");
+        log.sync().expect("sync");
+        drop(log);
+        let seg = segment_path(tmp.path(), 1);
+        let full = std::fs::metadata(&seg).expect("meta").len();
+        // Cut the last record in half: a crash mid-write.
+        let f = OpenOptions::new().write(true).open(&seg).expect("f");
+        f.set_len(full - 5).expect("cut");
+        drop(f);
+        let (mut log, seen, stats) = open(tmp.path());
+        assert_eq!(seen, vec![events(2, "a")]);
+        assert!(stats.truncated_bytes > 0);
+        // Appending after repair yields a clean log.
+        log.append(&events(1, "c")).expect("c");
+        log.sync().expect("sync");
+        drop(log);
+        let (_, seen, stats) = open(tmp.path());
+        assert_eq!(seen, vec![events(2, "a"), events(1, "c")]);
+        assert_eq!(stats.truncated_bytes, 0);
+    }
+
+    #[test]
+    fn flipped_byte_in_tail_is_detected_by_checksum() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (mut log, _, _) = open(tmp.path());
+        log.append(&events(2, "a")).expect("a");
+        log.append(&events(2, "b")).expect("b");
+        log.sync().expect("sync");
+        drop(log);
+        let seg = segment_path(tmp.path(), 1);
+        let mut bytes = std::fs::read(&seg).expect("read");
+        let n = bytes.len();
+        bytes[n - 3] ^= 0xff;
+        std::fs::write(&seg, &bytes).expect("write");
+        let (_, seen, _) = open(tmp.path());
+        assert_eq!(seen, vec![events(2, "a")]);
+    }
+
+    #[test]
+    fn corruption_in_an_old_segment_is_an_error() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut opts = LogOptions::new(tmp.path());
+        opts.segment_bytes = 200;
+        let (mut log, _) = EventLog::open(opts.clone(), &mut |_| {}).expect("open");
+        for k in 0..6 {
+            log.append(&events(3, &k.to_string())).expect("append");
+        }
+        log.sync().expect("sync");
+        drop(log);
+        let segs = list_segments(tmp.path()).expect("list");
+        assert!(segs.len() > 2, "rolled into {} segments", segs.len());
+        let (_, stats) = EventLog::open(opts.clone(), &mut |_| {}).expect("reopen");
+        assert_eq!(stats.records, 6);
+        let first = segment_path(tmp.path(), segs[0]);
+        let mut bytes = std::fs::read(&first).expect("read");
+        bytes[20] ^= 0xff;
+        std::fs::write(&first, &bytes).expect("write");
+        assert!(matches!(
+            EventLog::open(opts, &mut |_| {}),
+            Err(StorageError::Corrupt { .. })
+        ));
+    }
+}
