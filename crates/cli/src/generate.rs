@@ -1468,7 +1468,7 @@ mod tests {
         // Every event validates through the API form.
         for e in w.events.iter().take(2_000) {
             let back = event_to_input(e.clone())
-                .into_event(0)
+                .into_event(e.ts)
                 .expect("valid event");
             assert_eq!(&back, e);
         }

@@ -33,12 +33,12 @@ pub trait CandidateSource: Send + Sync {
     async fn retrieve(&self, ctx: &RequestCtx, limit: usize) -> Result<Vec<Hit>, ComponentError>;
 }
 
-/// Fills feature columns for all candidates in one call (bulk, never per item round trips).
-#[async_trait]
+/// Fills feature columns for all candidates in one call (bulk, never per-item lookups across
+/// a network). Runs on the CPU pool with the other synchronous stages; a remote feature store
+/// fetches into the request before this stage, under its own deadline.
 pub trait Hydrator: Send + Sync {
     fn name(&self) -> &str;
-    async fn hydrate(&self, ctx: &RequestCtx, cands: &mut Candidates)
-    -> Result<(), ComponentError>;
+    fn hydrate(&self, ctx: &RequestCtx, cands: &mut Candidates) -> Result<(), ComponentError>;
 }
 
 /// Removes candidates; returns what it removed and why. Never reorders.

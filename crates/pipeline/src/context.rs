@@ -57,6 +57,9 @@ pub struct RequestCtx {
     pub models: Arc<Models>,
     /// Popular lists as of `query.now` (point-in-time when replaying the past).
     pub popular: Arc<PopularLists>,
+    /// Whether `now` is the present: at or after every engagement in the state, so live
+    /// aggregates may be read. False when a client-supplied time replays the past.
+    pub live: bool,
     pub started: Instant,
     pub deadline: Instant,
 }
@@ -85,7 +88,10 @@ impl RequestCtx {
         };
         exclude.sort_unstable();
         exclude.dedup();
-        let popular = if query.now >= watermark || query.now >= models.popular.as_of {
+        // The server clock is the present by definition (events may carry a client clock a
+        // little ahead); only a client-supplied time can ask for the past.
+        let live = !query.now_from_client || query.now >= watermark;
+        let popular = if live || query.now >= models.popular.as_of {
             models.popular.clone()
         } else {
             // Replaying the past: only engagements before `now` may count. Rounded down to
@@ -104,6 +110,7 @@ impl RequestCtx {
             state: env.state.clone(),
             models,
             popular,
+            live,
             started,
             deadline,
         }

@@ -182,28 +182,10 @@ impl Pipeline {
         timings.push(("sources", ms(t.elapsed())));
 
         let t = Instant::now();
-        let mut cands = self.merge(&lists);
+        let cands = self.merge(&lists);
         timings.push(("merge", ms(t.elapsed())));
 
-        // Hydration: bulk, in order, sharing one budget; failures leave defaults.
-        let t = Instant::now();
-        let hydrate_deadline = (Instant::now() + self.budgets.hydrate).min(deadline);
-        for h in &self.hydrators {
-            let remaining = hydrate_deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(remaining, h.hydrate(&ctx, &mut cands)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(hydrator = h.name(), error = %e, "hydrator failed");
-                    degraded.push(format!("hydrator:{}:error", h.name()));
-                }
-                Err(_) => degraded.push(format!("hydrator:{}:timeout", h.name())),
-            }
-        }
-        metrics::counter!("cascade_features_missing_total", "surface" => surface.clone())
-            .increment(cands.features.missing);
-        timings.push(("hydrate", ms(t.elapsed())));
-
-        // Filters, scorers, selectors, fallback and explanations: one CPU job.
+        // Hydration, filters, scorers, selectors, fallback and explanations: one CPU job.
         let this = self.clone();
         let job_ctx = ctx.clone();
         let cpu = env.pool.run(move || this.rank(&job_ctx, cands));
@@ -304,6 +286,7 @@ impl Pipeline {
             state: _env.state.clone(),
             models: _env.models.load(),
             popular: _env.models.load().popular.clone(),
+            live: true,
             started: now,
             deadline: now,
         });
@@ -418,11 +401,30 @@ impl Pipeline {
         }
     }
 
-    /// The CPU stage: filters → scorers → selectors → fallback padding → explanations.
+    /// The CPU stage: hydration → filters → scorers → selectors → fallback → explanations.
     fn rank(&self, ctx: &RequestCtx, mut cands: Candidates) -> Ranked {
         let mut degraded = Vec::new();
-        let mut timings = Vec::with_capacity(5);
+        let mut timings = Vec::with_capacity(6);
         let mut removed = Vec::new();
+
+        // Hydration shares one budget; a failed or skipped hydrator leaves declared defaults.
+        let t = Instant::now();
+        let hydrate_deadline = (t + self.budgets.hydrate).min(ctx.deadline);
+        for h in &self.hydrators {
+            if Instant::now() >= hydrate_deadline {
+                degraded.push(format!("hydrator:{}:skipped", h.name()));
+                cands.features.missing += cands.items.len() as u64;
+                continue;
+            }
+            if let Err(e) = h.hydrate(ctx, &mut cands) {
+                tracing::warn!(hydrator = h.name(), error = %e, "hydrator failed");
+                degraded.push(format!("hydrator:{}:error", h.name()));
+                cands.features.missing += cands.items.len() as u64;
+            }
+        }
+        metrics::counter!("cascade_features_missing_total", "surface" => self.surface.clone())
+            .increment(cands.features.missing);
+        timings.push(("hydrate", ms(t.elapsed())));
 
         let t = Instant::now();
         self.run_filters(ctx, &mut cands, &mut degraded, &mut removed, true);

@@ -33,14 +33,17 @@ impl Filter for SafetyFilter {
             .map(|u| u.hidden_items.as_slice());
         let mut out = Vec::new();
         for (index, c) in cands.items.iter().enumerate() {
-            let reason = match g.item(c.item) {
-                None => Some("unknown_or_deleted"),
-                Some(rec) if rec.hidden => Some("hidden"),
-                Some(rec) if rec.mature && !allow_mature => Some("mature"),
-                Some(_) if hidden_by_user.is_some_and(|h| h.binary_search(&c.item).is_ok()) => {
-                    Some("hidden_by_user")
-                }
-                Some(_) => None,
+            let h = g.hot(c.item);
+            let reason = if !h.exists() {
+                Some("unknown_or_deleted")
+            } else if h.hidden() {
+                Some("hidden")
+            } else if h.mature() && !allow_mature {
+                Some("mature")
+            } else if hidden_by_user.is_some_and(|v| v.binary_search(&c.item).is_ok()) {
+                Some("hidden_by_user")
+            } else {
+                None
             };
             if let Some(reason) = reason {
                 out.push(Removal { index, reason });

@@ -1,6 +1,5 @@
 //! Feature hydration in bulk: item features and user×item features for all candidates.
 
-use async_trait::async_trait;
 use cascade_core::NONE_IDX;
 use cascade_features::{FeatureDef, FeatureSchema};
 use cascade_pipeline::{Candidates, ComponentError, Hydrator, RequestCtx};
@@ -47,24 +46,19 @@ fn column(schema: &FeatureSchema, name: &str) -> Result<usize, ComponentError> {
 #[derive(Debug, Default)]
 pub struct ItemHydrator;
 
-#[async_trait]
 impl Hydrator for ItemHydrator {
     fn name(&self) -> &str {
         "item"
     }
 
-    async fn hydrate(
-        &self,
-        ctx: &RequestCtx,
-        cands: &mut Candidates,
-    ) -> Result<(), ComponentError> {
+    fn hydrate(&self, ctx: &RequestCtx, cands: &mut Candidates) -> Result<(), ComponentError> {
         let pop_col = column(&cands.features.schema, ITEM_POPULARITY)?;
         let age_col = column(&cands.features.schema, ITEM_AGE_DAYS)?;
         let now = ctx.query.now;
         let g = ctx.state.read();
         // Live counters include every event up to the watermark; when `now` lies before it
         // (a replayed request), only the popular list built for `now` may be read.
-        let live = now >= g.watermark;
+        let live = ctx.live;
         let past: Vec<(u32, f32)> = if live {
             Vec::new()
         } else {
@@ -87,12 +81,12 @@ impl Hydrator for ItemHydrator {
                 Some(p) => cands.features.set(c.row, pop_col, p.ln_1p()),
                 None => cands.features.missing += 1,
             }
-            match g.item(c.item) {
-                Some(rec) => {
-                    let age = (now - rec.created_at).max(0) as f32 / 86_400_000.0;
-                    cands.features.set(c.row, age_col, age);
-                }
-                None => cands.features.missing += 1,
+            let hot = g.hot(c.item);
+            if hot.exists() {
+                let age = (now / 1000 - i64::from(hot.created_s)).max(0) as f32 / 86_400.0;
+                cands.features.set(c.row, age_col, age);
+            } else {
+                cands.features.missing += 1;
             }
         }
         Ok(())
@@ -104,17 +98,12 @@ impl Hydrator for ItemHydrator {
 #[derive(Debug, Default)]
 pub struct UserItemHydrator;
 
-#[async_trait]
 impl Hydrator for UserItemHydrator {
     fn name(&self) -> &str {
         "user_item"
     }
 
-    async fn hydrate(
-        &self,
-        ctx: &RequestCtx,
-        cands: &mut Candidates,
-    ) -> Result<(), ComponentError> {
+    fn hydrate(&self, ctx: &RequestCtx, cands: &mut Candidates) -> Result<(), ComponentError> {
         let cat_col = column(&cands.features.schema, USER_CATEGORY_AFFINITY)?;
         let cre_col = column(&cands.features.schema, USER_CREATOR_AFFINITY)?;
         let fol_col = column(&cands.features.schema, USER_FOLLOWS_CREATOR)?;
@@ -125,31 +114,31 @@ impl Hydrator for UserItemHydrator {
         let recent = &ctx.user.recent;
         let total = recent.len().max(1) as f32;
         for it in recent.iter().filter(|i| i.kind.is_positive()) {
-            if let Some(rec) = g.item(it.item) {
-                for &c in rec.categories.iter() {
-                    bump(&mut cats, c);
-                }
-                if rec.creator != NONE_IDX {
-                    bump(&mut creators, rec.creator);
-                }
+            let h = g.hot(it.item);
+            for c in h.cats.into_iter().filter(|&c| c != NONE_IDX) {
+                bump(&mut cats, c);
+            }
+            if h.creator != NONE_IDX {
+                bump(&mut creators, h.creator);
             }
         }
         for c in &cands.items {
-            let Some(rec) = g.item(c.item) else {
+            let h = g.hot(c.item);
+            if !h.exists() {
                 cands.features.missing += 1;
                 continue;
-            };
-            let cat = rec
-                .categories
+            }
+            let cat = h
+                .cats
                 .iter()
+                .filter(|&&k| k != NONE_IDX)
                 .map(|&k| lookup(&cats, k))
                 .fold(0f32, f32::max);
             cands.features.set(c.row, cat_col, cat / total);
-            if rec.creator != NONE_IDX {
-                cands
-                    .features
-                    .set(c.row, cre_col, lookup(&creators, rec.creator) / total);
-                let follows = ctx.user.follows.binary_search(&rec.creator).is_ok();
+            if h.creator != NONE_IDX {
+                let affinity = lookup(&creators, h.creator) / total;
+                cands.features.set(c.row, cre_col, affinity);
+                let follows = ctx.user.follows.binary_search(&h.creator).is_ok();
                 cands
                     .features
                     .set(c.row, fol_col, f32::from(u8::from(follows)));

@@ -111,7 +111,7 @@ impl Engine {
             .map(|(name, _)| {
                 Ok((
                     name.clone(),
-                    Arc::new(build_pipeline(&config, name, &writer)?),
+                    Arc::new(build_pipeline(&config, name, &writer, &env.pool)?),
                 ))
             })
             .collect::<Result<HashMap<_, _>, ServerError>>()?;
@@ -224,6 +224,7 @@ fn build_pipeline(
     config: &Config,
     surface: &str,
     writer: &Arc<LogWriter>,
+    pool: &Arc<CpuPool>,
 ) -> Result<Pipeline, ServerError> {
     let s = config
         .surfaces
@@ -237,6 +238,7 @@ fn build_pipeline(
                 SourceKind::Popular => Arc::new(PopularSource),
                 SourceKind::Similar => Arc::new(ItemSimilaritySource {
                     config: sc.similar.unwrap_or_default(),
+                    pool: pool.clone(),
                 }),
             };
             SourceSlot {

@@ -2,8 +2,10 @@
 
 use async_trait::async_trait;
 use cascade_core::{EventKind, Idx};
-use cascade_pipeline::{CandidateSource, ComponentError, Hit, RequestCtx};
+use cascade_index::CoVisitation;
+use cascade_pipeline::{CandidateSource, ComponentError, CpuPool, Hit, RequestCtx};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// How seeds are chosen and weighed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -27,10 +29,12 @@ impl Default for SimilarConfig {
     }
 }
 
-/// Session-aware item-to-item source over co-visitation neighbour lists.
-#[derive(Debug, Default)]
+/// Session-aware item-to-item source over co-visitation neighbour lists. The accumulation
+/// runs on the CPU pool, off the async runtime.
+#[derive(Debug)]
 pub struct ItemSimilaritySource {
     pub config: SimilarConfig,
+    pub pool: Arc<CpuPool>,
 }
 
 impl ItemSimilaritySource {
@@ -79,39 +83,53 @@ impl CandidateSource for ItemSimilaritySource {
         if seeds.is_empty() {
             return Ok(Vec::new());
         }
-        let covis = &ctx.models.covis;
-        // (item, contribution, seed): sorted and folded instead of a per-request hash map.
-        let mut acc: Vec<(Idx, f32, Idx)> = Vec::with_capacity(seeds.len() * self.config.per_seed);
-        for &(seed, w) in &seeds {
-            let (nb, ws) = covis.neighbors(seed);
-            for (&b, &s) in nb.iter().zip(ws).take(self.config.per_seed) {
-                acc.push((b, w * s, seed));
-            }
-        }
-        acc.sort_unstable_by_key(|&(b, _, _)| b);
-        let mut hits: Vec<Hit> = Vec::new();
-        let mut best = 0f32;
-        for (b, s, seed) in acc {
-            match hits.last_mut() {
-                Some(h) if h.item == b => {
-                    h.score += s;
-                    if s > best {
-                        best = s;
-                        h.seed = seed;
-                    }
-                }
-                _ => {
-                    best = s;
-                    hits.push(Hit {
-                        item: b,
-                        score: s,
-                        seed,
-                    });
-                }
-            }
-        }
-        hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
-        hits.truncate(limit);
-        Ok(hits)
+        let models = ctx.models.clone();
+        let per_seed = self.config.per_seed;
+        Ok(self
+            .pool
+            .run(move || accumulate(&models.covis, &seeds, per_seed, limit))
+            .await?)
     }
+}
+
+/// Sums seed-weighted neighbour scores per item; the strongest single contribution names the
+/// seed. Sorted and folded instead of a per-request hash map.
+pub fn accumulate(
+    covis: &CoVisitation,
+    seeds: &[(Idx, f32)],
+    per_seed: usize,
+    limit: usize,
+) -> Vec<Hit> {
+    let mut acc: Vec<(Idx, f32, Idx)> = Vec::with_capacity(seeds.len() * per_seed);
+    for &(seed, w) in seeds {
+        let (nb, ws) = covis.neighbors(seed);
+        for (&b, &s) in nb.iter().zip(ws).take(per_seed) {
+            acc.push((b, w * s, seed));
+        }
+    }
+    acc.sort_unstable_by_key(|&(b, _, _)| b);
+    let mut hits: Vec<Hit> = Vec::new();
+    let mut best = 0f32;
+    for (b, s, seed) in acc {
+        match hits.last_mut() {
+            Some(h) if h.item == b => {
+                h.score += s;
+                if s > best {
+                    best = s;
+                    h.seed = seed;
+                }
+            }
+            _ => {
+                best = s;
+                hits.push(Hit {
+                    item: b,
+                    score: s,
+                    seed,
+                });
+            }
+        }
+    }
+    hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+    hits.truncate(limit);
+    hits
 }
