@@ -33,6 +33,24 @@ pub struct Query {
     pub explain: bool,
 }
 
+impl Query {
+    /// A request with defaults for everything but who, where, how many and when.
+    pub fn new(surface: &str, user_id: &str, n: usize, now: Millis) -> Self {
+        Self {
+            request_id: String::new(),
+            surface: surface.to_string(),
+            user_id: user_id.to_string(),
+            n,
+            now,
+            now_from_client: true,
+            context: RequestContext::default(),
+            session_item_ids: Vec::new(),
+            exclude: Vec::new(),
+            explain: false,
+        }
+    }
+}
+
 /// Shared, long-lived dependencies of every pipeline.
 #[derive(Debug)]
 pub struct Env {
@@ -42,6 +60,19 @@ pub struct Env {
     /// How many items popular lists hold.
     pub popular_size: usize,
     pub popular_per_category: usize,
+}
+
+impl Env {
+    /// Wires an environment, building the first models from `state`.
+    pub fn new(state: Arc<State>, models: Arc<ModelStore>, pool: Arc<CpuPool>) -> Self {
+        Self {
+            state,
+            models,
+            pool,
+            popular_size: 1000,
+            popular_per_category: 200,
+        }
+    }
 }
 
 /// Everything a component may read about the current request.

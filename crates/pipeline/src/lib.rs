@@ -9,6 +9,8 @@ mod component;
 mod context;
 mod cpu;
 mod executor;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use candidate::{Candidate, Candidates, FeatureBlock, Hit, MAX_SOURCES, Reason, Removal};
 pub use component::{
