@@ -189,7 +189,10 @@ async fn shutdown_signal() {
 }
 
 /// Binds, prints the address (tests and scripts read this line), serves until a signal.
-async fn serve(cfg: Config, banner: Option<Box<dyn FnOnce(&str) + Send>>) -> anyhow::Result<()> {
+/// Printed once the server listens, with its address.
+type Banner = Box<dyn FnOnce(&str) + Send>;
+
+async fn serve(cfg: Config, banner: Option<Banner>) -> anyhow::Result<()> {
     let t = Instant::now();
     let engine = cascade_server::Engine::open_async(cfg.clone()).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.server.addr)

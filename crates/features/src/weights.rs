@@ -35,7 +35,7 @@ impl Default for EventWeights {
 impl EventWeights {
     /// Weight of one event; `value` is the client's optional weight (watch: seconds).
     pub fn weight(&self, kind: EventKind, value: f32, fraction: Option<f32>) -> f32 {
-        let client = if kind == EventKind::Watch || !(value > 0.0) {
+        let client = if kind == EventKind::Watch || value.is_nan() || value <= 0.0 {
             1.0
         } else {
             value.min(100.0)

@@ -42,8 +42,8 @@ impl Explainer for TemplateExplainer {
                     .get(s)
                     .is_some_and(|x| x.source.reason_code() == "similar_to_recent")
             });
-        if seeded {
-            if let Some(seed) = g.item(cand.seed) {
+        if seeded
+            && let Some(seed) = g.item(cand.seed) {
                 let liked = ctx.user.recent.iter().any(|i| {
                     i.item == cand.seed
                         && matches!(
@@ -61,7 +61,6 @@ impl Explainer for TemplateExplainer {
                     text: t.replace("{title}", &seed.title),
                 };
             }
-        }
         let category = g
             .item(cand.item)
             .and_then(|r| r.categories.first())

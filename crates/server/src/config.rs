@@ -88,6 +88,7 @@ pub struct ModelsSection {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct PipelineSection {
     /// Threads of the CPU pool for pipeline stages (0 = number of cores).
     pub cpu_threads: usize,
@@ -231,11 +232,6 @@ impl Default for ModelsSection {
     }
 }
 
-impl Default for PipelineSection {
-    fn default() -> Self {
-        Self { cpu_threads: 0 }
-    }
-}
 
 impl Default for SurfaceConfig {
     fn default() -> Self {
@@ -305,7 +301,8 @@ impl Config {
         if self.storage.queue == 0 || self.storage.segment_mb == 0 {
             return bad("storage.queue / storage.segment_mb", "must be positive");
         }
-        if !(self.features.popularity_half_life_hours > 0.0) {
+        let h = self.features.popularity_half_life_hours;
+        if h.is_nan() || h <= 0.0 {
             return bad("features.popularity_half_life_hours", "must be positive");
         }
         if self.models.popular_size == 0 {

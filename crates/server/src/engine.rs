@@ -106,9 +106,7 @@ impl Engine {
             popular_per_category: config.models.popular_per_category,
         };
         let pipelines = config
-            .surfaces
-            .iter()
-            .map(|(name, _)| {
+            .surfaces.keys().map(|name| {
                 Ok((
                     name.clone(),
                     Arc::new(build_pipeline(&config, name, &writer, &env.pool)?),

@@ -89,8 +89,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 fn field_of(path: &str, msg: &str) -> String {
     let path = if path == "." { "" } else { path };
     for prefix in ["missing field `", "unknown field `"] {
-        if let Some(rest) = msg.strip_prefix(prefix) {
-            if let Some(name) = rest.split('`').next() {
+        if let Some(rest) = msg.strip_prefix(prefix)
+            && let Some(name) = rest.split('`').next() {
                 if path.ends_with(name) {
                     return path.to_string();
                 }
@@ -100,7 +100,6 @@ fn field_of(path: &str, msg: &str) -> String {
                     format!("{path}.{name}")
                 };
             }
-        }
     }
     if path.is_empty() {
         "body".into()
