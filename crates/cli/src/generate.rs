@@ -1132,9 +1132,10 @@ impl Sim<'_> {
         prev: Option<(u32, ItemCore)>,
     ) -> Option<u32> {
         if let Some((p, core)) = prev
-            && rng.random::<f64>() < P_CONTINUE {
-                return self.continuation(rng, p, &core);
-            }
+            && rng.random::<f64>() < P_CONTINUE
+        {
+            return self.continuation(rng, p, &core);
+        }
         if !followed.is_empty() && rng.random::<f64>() < P_FOLLOWED {
             let k = followed[rng.random_range(0..followed.len())];
             let items = self.cat.creator_slice(k);
@@ -1532,12 +1533,13 @@ mod tests {
             }
             let Target::Item(i) = &e.target else { continue };
             if let Some(prev) = last.insert(e.user_id.as_str(), i.as_str())
-                && prev != i.as_str() {
-                    pairs
-                        .entry((prev, i.as_str()))
-                        .or_default()
-                        .insert(e.user_id.as_str());
-                }
+                && prev != i.as_str()
+            {
+                pairs
+                    .entry((prev, i.as_str()))
+                    .or_default()
+                    .insert(e.user_id.as_str());
+            }
         }
         let shared = pairs.values().filter(|users| users.len() >= 2).count();
         assert!(shared >= 20, "only {shared} transitions seen by 2+ users");

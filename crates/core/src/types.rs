@@ -122,9 +122,10 @@ pub struct ItemPatch {
 impl ItemPatch {
     pub fn validate(&self) -> Result<(), FieldError> {
         if let Some(t) = &self.title
-            && t.len() > MAX_TITLE_LEN {
-                return Err(FieldError::new("invalid_value", "title", "too long"));
-            }
+            && t.len() > MAX_TITLE_LEN
+        {
+            return Err(FieldError::new("invalid_value", "title", "too long"));
+        }
         if let Some(c) = &self.categories {
             check_labels("categories", c)?;
         }
@@ -348,21 +349,23 @@ impl EventIn {
             }
         };
         if let Some(v) = self.value
-            && (!v.is_finite() || !(0.0..=1e9).contains(&v)) {
-                return Err(FieldError::new(
-                    "invalid_value",
-                    "value",
-                    "must be a finite number between 0 and 1e9",
-                ));
-            }
+            && (!v.is_finite() || !(0.0..=1e9).contains(&v))
+        {
+            return Err(FieldError::new(
+                "invalid_value",
+                "value",
+                "must be a finite number between 0 and 1e9",
+            ));
+        }
         if let Some(f) = self.fraction
-            && !(0.0..=1.0).contains(&f) {
-                return Err(FieldError::new(
-                    "invalid_value",
-                    "fraction",
-                    "must be within 0..1",
-                ));
-            }
+            && !(0.0..=1.0).contains(&f)
+        {
+            return Err(FieldError::new(
+                "invalid_value",
+                "fraction",
+                "must be within 0..1",
+            ));
+        }
         if self.kind == EventKind::Watch && self.value.is_none() && self.fraction.is_none() {
             return Err(FieldError::new(
                 "missing_field",
@@ -371,13 +374,14 @@ impl EventIn {
             ));
         }
         if let Some(t) = self.timestamp
-            && t.millis() > now + MAX_CLOCK_SKEW_MS {
-                return Err(FieldError::new(
-                    "invalid_value",
-                    "timestamp",
-                    "more than one hour in the future",
-                ));
-            }
+            && t.millis() > now + MAX_CLOCK_SKEW_MS
+        {
+            return Err(FieldError::new(
+                "invalid_value",
+                "timestamp",
+                "more than one hour in the future",
+            ));
+        }
         for (name, v) in [("request_id", &self.request_id), ("surface", &self.surface)] {
             if let Some(s) = v {
                 check_id(name, s)?;

@@ -430,9 +430,10 @@ impl Inner {
                 let cap = self.config.history_cap;
                 let st = &mut self.user_states[user as usize];
                 if e.kind == EventKind::Hide
-                    && let Err(p) = st.hidden_items.binary_search(&item) {
-                        st.hidden_items.insert(p, item);
-                    }
+                    && let Err(p) = st.hidden_items.binary_search(&item)
+                {
+                    st.hidden_items.insert(p, item);
+                }
                 if e.kind.is_interaction() {
                     match st.seen.binary_search_by_key(&item, |&(i, _)| i) {
                         Ok(p) => st.seen[p].1 = st.seen[p].1.min(ts_s),
@@ -541,9 +542,11 @@ mod tests {
 
     #[test]
     fn replay_is_deterministic() {
-        let muts = [Mutation::Events(vec![ev(EventKind::Click, "u", "x", 1)]),
+        let muts = [
+            Mutation::Events(vec![ev(EventKind::Click, "u", "x", 1)]),
             Mutation::UpsertItems(vec![item("a", "Comedy"), item("x", "Drama")]),
-            Mutation::Events(vec![ev(EventKind::Click, "w", "a", 2)])];
+            Mutation::Events(vec![ev(EventKind::Click, "w", "a", 2)]),
+        ];
         let a = State::new(StateConfig::default());
         let b = State::new(StateConfig::default());
         muts.iter().for_each(|m| a.apply(m));

@@ -42,25 +42,24 @@ impl Explainer for TemplateExplainer {
                     .get(s)
                     .is_some_and(|x| x.source.reason_code() == "similar_to_recent")
             });
-        if seeded
-            && let Some(seed) = g.item(cand.seed) {
-                let liked = ctx.user.recent.iter().any(|i| {
-                    i.item == cand.seed
-                        && matches!(
-                            i.kind,
-                            EventKind::Like | EventKind::Share | EventKind::Purchase
-                        )
-                });
-                let (code, t) = if liked {
-                    ("because_you_liked", &self.templates.because_you_liked)
-                } else {
-                    ("similar_to_recent", &self.templates.similar_to_recent)
-                };
-                return Reason {
-                    code,
-                    text: t.replace("{title}", &seed.title),
-                };
-            }
+        if seeded && let Some(seed) = g.item(cand.seed) {
+            let liked = ctx.user.recent.iter().any(|i| {
+                i.item == cand.seed
+                    && matches!(
+                        i.kind,
+                        EventKind::Like | EventKind::Share | EventKind::Purchase
+                    )
+            });
+            let (code, t) = if liked {
+                ("because_you_liked", &self.templates.because_you_liked)
+            } else {
+                ("similar_to_recent", &self.templates.similar_to_recent)
+            };
+            return Reason {
+                code,
+                text: t.replace("{title}", &seed.title),
+            };
+        }
         let category = g
             .item(cand.item)
             .and_then(|r| r.categories.first())

@@ -74,7 +74,21 @@ pub fn router(engine: Arc<Engine>) -> axum::Router {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").field("path")
         })
         .layer(middleware::from_fn(observe::track))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .with_state(state)
+}
+
+/// A handler panic becomes a JSON 500; the panic text goes to the log, never to the client.
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let msg = err
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| err.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %msg, "request handler panicked");
+    ApiError::internal("internal error").into_response()
 }
 
 fn api_key(headers: &HeaderMap) -> Option<&str> {

@@ -232,7 +232,6 @@ impl Default for ModelsSection {
     }
 }
 
-
 impl Default for SurfaceConfig {
     fn default() -> Self {
         Self {
@@ -263,6 +262,17 @@ impl Default for SurfaceConfig {
     }
 }
 
+/// `server__max_n` or `server.max_n` → `server`. Other `CASCADE_*` variables (e.g. the test
+/// services' URLs) are not configuration and are left alone.
+fn section_of(key: &str) -> &str {
+    let end = [key.find("__"), key.find('.')]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(key.len());
+    &key[..end]
+}
+
 impl Config {
     /// Defaults, then the TOML file (if any), then `CASCADE_*` variables
     /// (`CASCADE_SERVER__ADDR=0.0.0.0:8080`, `CASCADE_STORAGE__FSYNC=false`, ...).
@@ -280,7 +290,7 @@ impl Config {
         fig = fig.merge(Env::prefixed("CASCADE_").split("__").filter(|k| {
             SECTIONS
                 .iter()
-                .any(|s| k.as_str().split('.').next() == Some(*s))
+                .any(|s| section_of(k.as_str()).eq_ignore_ascii_case(s))
         }));
         let cfg: Config = fig
             .extract()
@@ -373,6 +383,23 @@ mod tests {
         std::fs::write(&f, "[server]\nadress = \"x\"\n").expect("write");
         let err = Config::load(Some(&f)).expect_err("must reject");
         assert!(err.to_string().contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_ignores_other_cascade_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[server]\nmax_n = 7\n")?;
+            jail.set_env("CASCADE_SERVER__MAX_N", "9");
+            jail.set_env("CASCADE_STORAGE__FSYNC", "false");
+            jail.set_env("CASCADE_TEST_REDIS_URL", "redis://127.0.0.1:6379");
+            let c = Config::load(Some(Path::new("c.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.server.max_n, 9);
+            assert!(!c.storage.fsync);
+            jail.set_env("CASCADE_SERVER__NOPE", "1");
+            let err = Config::load(Some(Path::new("c.toml"))).expect_err("unknown key");
+            assert!(err.to_string().contains("nope"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

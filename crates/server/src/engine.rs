@@ -106,7 +106,9 @@ impl Engine {
             popular_per_category: config.models.popular_per_category,
         };
         let pipelines = config
-            .surfaces.keys().map(|name| {
+            .surfaces
+            .keys()
+            .map(|name| {
                 Ok((
                     name.clone(),
                     Arc::new(build_pipeline(&config, name, &writer, &env.pool)?),

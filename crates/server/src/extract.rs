@@ -90,16 +90,17 @@ fn field_of(path: &str, msg: &str) -> String {
     let path = if path == "." { "" } else { path };
     for prefix in ["missing field `", "unknown field `"] {
         if let Some(rest) = msg.strip_prefix(prefix)
-            && let Some(name) = rest.split('`').next() {
-                if path.ends_with(name) {
-                    return path.to_string();
-                }
-                return if path.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{path}.{name}")
-                };
+            && let Some(name) = rest.split('`').next()
+        {
+            if path.ends_with(name) {
+                return path.to_string();
             }
+            return if path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            };
+        }
     }
     if path.is_empty() {
         "body".into()

@@ -14,7 +14,10 @@ struct TestServer {
 
 impl TestServer {
     async fn start(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Self {
-        let mut cfg = Config { data_dir: dir.to_path_buf(), ..Default::default() };
+        let mut cfg = Config {
+            data_dir: dir.to_path_buf(),
+            ..Default::default()
+        };
         cfg.models.popular_refresh_ms = 50;
         tweak(&mut cfg);
         let engine = Engine::open_async(cfg).await.expect("engine");

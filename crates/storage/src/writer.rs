@@ -126,9 +126,10 @@ fn commit(
         }
     }
     if failure.is_none()
-        && let Err(e) = log.sync() {
-            failure = Some(e);
-        }
+        && let Err(e) = log.sync()
+    {
+        failure = Some(e);
+    }
     if let Some(err) = failure {
         // Nothing of a failed group is acknowledged, so nothing unacknowledged stays in the log.
         tracing::error!(error = %err, "group commit failed; rolling back");
