@@ -90,6 +90,9 @@ impl PipelineResult {
     }
 }
 
+/// Newest catalog entries the fallback may scan when the popular list runs out.
+const FALLBACK_SCAN: usize = 20_000;
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -515,13 +518,26 @@ impl Pipeline {
             features: FeatureBlock::new(self.schema.clone(), 0),
         };
         let mut ignored = Vec::new();
-        // Take a generous slice: filters may remove much of it for heavy users.
-        for chunk in ctx.popular.global.chunks(4 * n.max(16)) {
+        let chunk = 4 * n.max(16);
+        // The popular list first, in generous slices (filters may remove much of a slice for
+        // heavy users); then, if the list is exhausted or not built yet (items just added),
+        // the newest catalog entries, so a non-empty catalog never yields an empty answer.
+        let popular = ctx
+            .popular
+            .global
+            .chunks(chunk)
+            .map(|c| c.iter().map(|&(i, s)| (i, s.min(1.0))).collect::<Vec<_>>());
+        let newest_len = ctx.state.read().items.len();
+        let newest = (0..newest_len.min(FALLBACK_SCAN) as u32)
+            .map(move |k| (newest_len as u32 - 1 - k, 0.0f32))
+            .collect::<Vec<_>>();
+        let newest = newest.chunks(chunk).map(<[_]>::to_vec).collect::<Vec<_>>();
+        for slice in popular.chain(newest) {
             extra.items.clear();
-            for &(item, s) in chunk {
+            for (item, s) in slice {
                 if have.binary_search(&item).is_err() {
                     let mut c = Candidate::new(item);
-                    c.score = floor - 1.0 + s.min(1.0) * 0.5;
+                    c.score = floor - 1.0 + s * 0.5;
                     extra.items.push(c);
                 }
             }

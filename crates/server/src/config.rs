@@ -418,3 +418,22 @@ mod tests {
         assert_eq!(c.surfaces["home"].sources.len(), 2);
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::*;
+
+    /// The configuration shown in the README must load as it stands.
+    #[test]
+    fn readme_config_example_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("toml block") + "```toml\n".len();
+        let len = readme[start..].find("```").expect("block end");
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("cascade.toml");
+        std::fs::write(&f, &readme[start..start + len]).expect("write");
+        let c = Config::load(Some(&f)).expect("README config loads");
+        assert_eq!(c.surfaces["home"].sources.len(), 2);
+        assert!(c.surfaces.contains_key("feed"));
+    }
+}

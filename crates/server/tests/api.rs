@@ -654,3 +654,24 @@ async fn openapi_and_metrics_describe_the_service() {
     assert_eq!(st, 200);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_catalog_is_served_before_any_model_rebuild() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(tmp.path(), |c| c.models.popular_refresh_ms = 60_000).await;
+    let items = json!({"items": [{"id": "a"}, {"id": "b", "hidden": true}, {"id": "c"}]});
+    assert_eq!(s.post("/v1/items", items).await.0, 200);
+    let (st, r) = s
+        .get("/v1/recommendations/home?user_id=first-visitor&n=5")
+        .await;
+    assert_eq!(st, 200);
+    let got = ids(&r);
+    assert_eq!(got.len(), 2, "{r}");
+    assert!(!got.contains(&"b".to_string()));
+    assert!(
+        r["items"][0]["reason"]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    s.stop().await;
+}
