@@ -386,6 +386,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
     fn environment_overrides_file_and_ignores_other_cascade_variables() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "[server]\nmax_n = 7\n")?;
