@@ -564,25 +564,7 @@ fn movielens_items(
     let title_col = r.column(&["title"]);
     let genres = r.column(&["genres", "genre"]);
     while let Some(line) = r.next_record()? {
-        let title = r.cell(title_col).to_string();
-        let mut attributes = Map::new();
-        if let Some(year) = title_year(&title) {
-            attributes.insert("year".to_string(), Value::from(year));
-        }
-        let mut item = Item {
-            id: r.cell(id).to_string(),
-            title,
-            categories: split_list(r.cell(genres))
-                .into_iter()
-                .filter(|g| g != "(no genres listed)")
-                .collect(),
-            tags: Vec::new(),
-            creator_id: None,
-            created_at: Some(TimeInput(MOVIELENS_START)),
-            attributes,
-            hidden: false,
-            mature: false,
-        };
+        let mut item = movielens_item(r.cell(id), r.cell(title_col), r.cell(genres));
         item.validate(now).map_err(|e| invalid(file, line, &e))?;
         out.item(item)?;
     }
@@ -653,27 +635,55 @@ fn movielens_ratings(
         let Some(at) = r.time(ts, line, "timestamp")? else {
             return Err(bad_field(file, line, "timestamp", "is empty"));
         };
-        let kind = if stars >= 4.0 {
-            EventKind::Like
-        } else {
-            EventKind::View
-        };
-        let e = EventIn {
-            kind,
-            user_id: r.cell(user).to_string(),
-            item_id: Some(r.cell(item).to_string()),
-            creator_id: None,
-            value: Some(stars),
-            fraction: None,
-            timestamp: Some(at),
-            request_id: None,
-            surface: None,
-            position: None,
-        };
+        let e = rating_event(r.cell(user), r.cell(item), stars, at);
         let event = e.into_event(now).map_err(|e| invalid(file, line, &e))?;
         out.event(event)?;
     }
     Ok(())
+}
+
+/// The documented MovieLens mapping: every rating is one implicit positive at its time;
+/// 4–5 stars are a `like`, 1–3 a `view`, and the rating is the event's weight.
+pub fn rating_event(user: &str, item: &str, stars: f64, at: TimeInput) -> EventIn {
+    let kind = if stars >= 4.0 {
+        EventKind::Like
+    } else {
+        EventKind::View
+    };
+    EventIn {
+        kind,
+        user_id: user.to_string(),
+        item_id: Some(item.to_string()),
+        creator_id: None,
+        value: Some(stars),
+        fraction: None,
+        timestamp: Some(at),
+        request_id: None,
+        surface: None,
+        position: None,
+    }
+}
+
+/// A MovieLens item: genres become categories, a trailing "(1995)" the `year` attribute.
+pub fn movielens_item(id: &str, title: &str, genres: &str) -> Item {
+    let mut attributes = Map::new();
+    if let Some(year) = title_year(title) {
+        attributes.insert("year".to_string(), Value::from(year));
+    }
+    Item {
+        id: id.to_string(),
+        title: title.to_string(),
+        categories: split_list(genres)
+            .into_iter()
+            .filter(|g| g != "(no genres listed)")
+            .collect(),
+        tags: Vec::new(),
+        creator_id: None,
+        created_at: Some(TimeInput(MOVIELENS_START)),
+        attributes,
+        hidden: false,
+        mature: false,
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `cascade`: generate or import data, serve the API, run the demo and the benchmarks.
 
 mod bench;
+mod eval;
 mod generate;
 mod import;
 mod store;
@@ -77,6 +78,8 @@ enum Command {
     },
     /// Measure ingest throughput and recommendation latency under concurrent load.
     Bench(bench::BenchArgs),
+    /// Run the offline evaluation protocol (Recall, NDCG, HitRate, Coverage) on a dataset.
+    Eval(eval::EvalArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -159,6 +162,7 @@ fn main() -> anyhow::Result<()> {
             seed,
         } => demo(data_dir, dataset, addr, (items, users, events, seed)),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args),
     }
 }
 

@@ -36,10 +36,10 @@ pub struct CoVisConfig {
 impl Default for CoVisConfig {
     fn default() -> Self {
         Self {
-            window: 20,
+            window: 50,
             max_history: 500,
             forward_weight: 1.0,
-            backward_weight: 0.5,
+            backward_weight: 0.2,
             session_gap_s: 3 * 3600,
             cross_session: 0.5,
             popularity_exponent: 0.3,
@@ -228,6 +228,7 @@ mod tests {
             popularity_exponent: 0.0,
             session_gap_s: 10,
             cross_session: 0.25,
+            backward_weight: 0.5,
             ..Default::default()
         };
         let cv = CoVisitation::build(&seqs, 3, &cfg);

@@ -44,6 +44,8 @@ pub struct Pipeline {
     pub explainer: Arc<dyn Explainer>,
     pub side_effects: Vec<Arc<dyn SideEffect>>,
     pub budgets: StageBudgets,
+    /// Pad a short list from the popular list (then the newest items), through the filters.
+    pub fallback: bool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -469,7 +471,7 @@ impl Pipeline {
         timings.push(("select", ms(t.elapsed())));
 
         let t = Instant::now();
-        if cands.items.len() < n {
+        if self.fallback && cands.items.len() < n {
             let produced = cands.items.len();
             self.pad_with_popular(ctx, &mut cands, &mut removed);
             if produced == 0 && !cands.items.is_empty() {

@@ -204,6 +204,7 @@ fn pipeline(
         selectors: vec![Arc::new(Sort)],
         explainer: Arc::new(Plain),
         side_effects: vec![],
+        fallback: true,
         budgets: StageBudgets {
             total: Duration::from_millis(budget_ms),
             hydrate: Duration::from_millis(20),

@@ -111,6 +111,8 @@ pub struct SurfaceConfig {
     pub selectors: Vec<SelectorKind>,
     pub side_effects: Vec<SideEffectKind>,
     pub reasons: ReasonTemplates,
+    /// Pad short lists from the popular list (then the newest items) through the filters.
+    pub fallback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -258,6 +260,7 @@ impl Default for SurfaceConfig {
             selectors: vec![SelectorKind::TopScore],
             side_effects: vec![SideEffectKind::Impressions],
             reasons: ReasonTemplates::default(),
+            fallback: true,
         }
     }
 }

@@ -305,6 +305,7 @@ fn build_pipeline(
             templates: s.reasons.clone(),
         }),
         side_effects,
+        fallback: s.fallback,
         budgets: StageBudgets {
             total: Duration::from_millis(s.budget_ms),
             hydrate: Duration::from_millis(s.hydrate_ms),
