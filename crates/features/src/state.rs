@@ -107,6 +107,8 @@ impl UserState {
 pub struct StateConfig {
     pub weights: EventWeights,
     pub popularity_half_life_hours: f64,
+    /// Half-life of the short window that trending compares against the long one.
+    pub trending_half_life_hours: f64,
     pub history_cap: usize,
 }
 
@@ -115,6 +117,7 @@ impl Default for StateConfig {
         Self {
             weights: EventWeights::default(),
             popularity_half_life_hours: 168.0,
+            trending_half_life_hours: 6.0,
             history_cap: 200,
         }
     }
@@ -126,6 +129,8 @@ impl Default for StateConfig {
 pub struct Inner {
     pub config: StateConfig,
     pub decay: Decay,
+    /// Decay of the short (trending) window.
+    pub decay_short: Decay,
     pub items: IdMap,
     /// By item index; `None` for ids only seen in events, or deleted.
     pub item_recs: Vec<Option<ItemRec>>,
@@ -133,11 +138,15 @@ pub struct Inner {
     pub item_hot: Vec<ItemHot>,
     pub categories: IdMap,
     pub creators: IdMap,
+    /// Live items of each creator, newest first (by `created_at`).
+    pub creator_items: Vec<Vec<Idx>>,
     pub tags: IdMap,
     pub users: IdMap,
     pub user_states: Vec<UserState>,
     /// Live decayed popularity per item, in log space (see [`Decay`]).
     pub popularity: Vec<f64>,
+    /// The same over the short trending window.
+    pub popularity_short: Vec<f64>,
     /// Positive-engagement count per item.
     pub engagements: Vec<u32>,
     /// Impressions per item.
@@ -190,15 +199,18 @@ impl State {
             inner: RwLock::new(Inner {
                 config,
                 decay: Decay::from_half_life_hours(config.popularity_half_life_hours),
+                decay_short: Decay::from_half_life_hours(config.trending_half_life_hours),
                 items: IdMap::new(),
                 item_recs: Vec::new(),
                 item_hot: Vec::new(),
                 categories: IdMap::new(),
                 creators: IdMap::new(),
+                creator_items: Vec::new(),
                 tags: IdMap::new(),
                 users: IdMap::new(),
                 user_states: Vec::new(),
                 popularity: Vec::new(),
+                popularity_short: Vec::new(),
                 engagements: Vec::new(),
                 impressions: Vec::new(),
                 time_log: Vec::new(),
@@ -255,7 +267,25 @@ impl Inner {
     }
 
     fn set_rec(&mut self, idx: Idx, rec: Option<ItemRec>) {
-        self.item_hot[idx as usize] = rec.as_ref().map(ItemHot::of).unwrap_or_default();
+        let old = self.item_hot[idx as usize];
+        if old.exists()
+            && old.creator != NONE_IDX
+            && let Some(list) = self.creator_items.get_mut(old.creator as usize)
+        {
+            list.retain(|&i| i != idx);
+        }
+        let hot = rec.as_ref().map(ItemHot::of).unwrap_or_default();
+        if hot.exists() && hot.creator != NONE_IDX {
+            let c = hot.creator as usize;
+            if self.creator_items.len() <= c {
+                self.creator_items.resize_with(c + 1, Vec::new);
+            }
+            let created = |i: &Idx| std::cmp::Reverse(self.item_hot[*i as usize].created_s);
+            let list = &self.creator_items[c];
+            let pos = list.partition_point(|i| created(i) <= std::cmp::Reverse(hot.created_s));
+            self.creator_items[c].insert(pos, idx);
+        }
+        self.item_hot[idx as usize] = hot;
         self.item_recs[idx as usize] = rec;
     }
 
@@ -285,6 +315,7 @@ impl Inner {
             self.item_recs.push(None);
             self.item_hot.push(ItemHot::default());
             self.popularity.push(f64::NEG_INFINITY);
+            self.popularity_short.push(f64::NEG_INFINITY);
             self.engagements.push(0);
             self.impressions.push(0);
         }
@@ -424,6 +455,8 @@ impl Inner {
                 if w > 0.0 {
                     let i = item as usize;
                     self.popularity[i] = log_add(self.popularity[i], self.decay.log_term(w, e.ts));
+                    self.popularity_short[i] =
+                        log_add(self.popularity_short[i], self.decay_short.log_term(w, e.ts));
                     self.engagements[i] += 1;
                     self.time_log.push((e.ts, item, w));
                 }

@@ -81,6 +81,11 @@ impl Decay {
         (log_score - self.lambda_per_ms * (now - T0) as f64).exp()
     }
 
+    /// The decay rate λ (per millisecond).
+    pub fn lambda_per_ms(&self) -> f64 {
+        self.lambda_per_ms
+    }
+
     /// Multiplier for an event `age_ms` old.
     pub fn factor(&self, age_ms: i64) -> f64 {
         (-self.lambda_per_ms * age_ms.max(0) as f64).exp()

@@ -1,9 +1,17 @@
-//! Popular lists: time-decayed engagement, global and per category, padded with new items.
+//! Popular, trending and fresh lists as of one point in time.
+//!
+//! Popular: time-decayed engagement, global and per category, padded with new items so a
+//! non-empty catalog always has a fallback. Trending: the short-window engagement rate over the
+//! long-window rate (both decayed), for items with enough short-window support. Fresh: the
+//! newest servable items created before `as_of`, for cold start.
 
 use cascade_core::{Idx, Millis};
 use cascade_features::Inner;
 
-/// Ranked popular items with decayed scores, as of one point in time.
+/// Least decayed short-window engagement for an item to count as trending.
+pub const TRENDING_MIN_SUPPORT: f32 = 2.0;
+
+/// Ranked lists with scores, as of one point in time.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PopularLists {
     /// The time the scores are decayed to.
@@ -12,81 +20,121 @@ pub struct PopularLists {
     pub global: Vec<(Idx, f32)>,
     /// By category index, best first.
     pub by_category: Vec<Vec<(Idx, f32)>>,
+    /// Accelerating items, best first; the score is short rate / long rate (1 = steady).
+    pub trending: Vec<(Idx, f32)>,
+    /// Newest servable items first, with their `created_at`.
+    pub fresh: Vec<(Idx, Millis)>,
 }
 
 impl PopularLists {
     /// From the live decayed counters (the normal case: `now` at or after every event).
     pub fn build_live(g: &Inner, size: usize, per_category: usize) -> Self {
         let as_of = g.watermark;
-        let scores = g
-            .popularity
-            .iter()
-            .enumerate()
-            .filter(|&(_, &s)| s > f64::NEG_INFINITY)
-            .map(|(i, &s)| (i as Idx, g.decay.value_at(s, as_of) as f32));
-        Self::from_scores(g, as_of, scores, size, per_category)
+        let value = |v: &[f64], d: &cascade_features::Decay| -> Vec<f32> {
+            v.iter()
+                .map(|&s| {
+                    if s > f64::NEG_INFINITY {
+                        d.value_at(s, as_of) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        let long = value(&g.popularity, &g.decay);
+        let short = value(&g.popularity_short, &g.decay_short);
+        Self::from_dense(g, as_of, &long, &short, size, per_category)
     }
 
     /// Point in time: only engagements strictly before `now` count, decayed to `now`. Used
     /// when a request replays the past (`context.time` before the newest event).
     pub fn build_at(g: &Inner, now: Millis, size: usize, per_category: usize) -> Self {
-        let mut acc = vec![0f64; g.item_recs.len()];
+        let mut long = vec![0f32; g.item_recs.len()];
+        let mut short = vec![0f32; g.item_recs.len()];
         for &(ts, item, w) in &g.time_log {
             if ts < now {
-                acc[item as usize] += f64::from(w) * g.decay.factor(now - ts);
+                long[item as usize] += w * g.decay.factor(now - ts) as f32;
+                short[item as usize] += w * g.decay_short.factor(now - ts) as f32;
             }
         }
-        let scores = acc
-            .iter()
-            .enumerate()
-            .filter(|&(_, &s)| s > 0.0)
-            .map(|(i, &s)| (i as Idx, s as f32));
-        Self::from_scores(g, now, scores, size, per_category)
+        Self::from_dense(g, now, &long, &short, size, per_category)
     }
 
-    fn from_scores(
+    fn from_dense(
         g: &Inner,
         as_of: Millis,
-        scores: impl Iterator<Item = (Idx, f32)>,
+        long: &[f32],
+        short: &[f32],
         size: usize,
         per_category: usize,
     ) -> Self {
-        let mut all: Vec<(Idx, f32)> = scores.filter(|&(i, _)| g.is_servable(i)).collect();
         let by_score = |a: &(Idx, f32), b: &(Idx, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let servable = |i: usize| g.is_servable(i as Idx);
+        let mut all: Vec<(Idx, f32)> = long
+            .iter()
+            .enumerate()
+            .filter(|&(i, &s)| s > 0.0 && servable(i))
+            .map(|(i, &s)| (i as Idx, s))
+            .collect();
         let mut by_category: Vec<Vec<(Idx, f32)>> = vec![Vec::new(); g.categories.len()];
         for &(i, s) in &all {
-            if let Some(rec) = g.item(i) {
-                for &c in rec.categories.iter() {
-                    by_category[c as usize].push((i, s));
-                }
+            for c in g
+                .hot(i)
+                .cats
+                .into_iter()
+                .filter(|&c| c != cascade_core::NONE_IDX)
+            {
+                by_category[c as usize].push((i, s));
             }
         }
         for list in &mut by_category {
             top_k(list, per_category, by_score);
         }
+        // Rates: a decayed sum times its decay rate estimates events per unit time, so the
+        // ratio is 1 for a steady item and grows when engagement accelerates.
+        let (ls, ll) = (g.decay_short.lambda_per_ms(), g.decay.lambda_per_ms());
+        let mut trending: Vec<(Idx, f32)> = short
+            .iter()
+            .enumerate()
+            .filter(|&(i, &s)| s >= TRENDING_MIN_SUPPORT && servable(i))
+            .map(|(i, &s)| {
+                (
+                    i as Idx,
+                    ((f64::from(s) * ls) / (f64::from(long[i]) * ll).max(f64::MIN_POSITIVE)) as f32,
+                )
+            })
+            .collect();
+        top_k(&mut trending, size, by_score);
+        let mut fresh: Vec<(Millis, Idx)> = g
+            .item_recs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                r.as_ref()
+                    .filter(|r| !r.hidden && r.created_at <= as_of)
+                    .map(|r| (r.created_at, i as Idx))
+            })
+            .collect();
+        top_k(&mut fresh, size, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         top_k(&mut all, size, by_score);
         if all.len() < size {
-            // Pad with the newest servable items without engagement, so that a catalog with
+            // Pad with the newest items without engagement, so that a catalog with servable
             // items always yields a non-empty fallback list.
-            let mut fresh: Vec<(Millis, Idx)> = g
-                .item_recs
+            let have: std::collections::HashSet<Idx> = all.iter().map(|&(i, _)| i).collect();
+            let pad: Vec<(Idx, f32)> = fresh
                 .iter()
-                .enumerate()
-                .filter_map(|(i, r)| {
-                    r.as_ref()
-                        .filter(|r| !r.hidden)
-                        .map(|r| (r.created_at, i as Idx))
-                })
-                .filter(|&(_, i)| g.engagements[i as usize] == 0)
+                .filter(|&&(_, i)| !have.contains(&i))
+                .take(size - all.len())
+                .map(|&(_, i)| (i, 0.0))
                 .collect();
-            let need = size - all.len();
-            top_k(&mut fresh, need, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            all.extend(fresh.into_iter().map(|(_, i)| (i, 0.0)));
+            all.extend(pad);
         }
         Self {
             as_of,
             global: all,
             by_category,
+            trending,
+            fresh: fresh.into_iter().map(|(t, i)| (i, t)).collect(),
         }
     }
 }

@@ -12,6 +12,7 @@ use cascade_features::FeatureSchema;
 use futures::future::join_all;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// One declared candidate source with its quota and deadline.
 pub struct SourceSlot {
@@ -112,6 +113,16 @@ struct Ranked {
 impl Pipeline {
     /// Runs the request end to end. Never fails: whatever breaks is named in `degraded`.
     pub async fn execute(self: &Arc<Self>, env: &Env, query: Query) -> PipelineResult {
+        let span = tracing::info_span!(
+            "pipeline",
+            surface = %self.surface,
+            request_id = %query.request_id,
+            user_id = %query.user_id,
+        );
+        self.execute_inner(env, query).instrument(span).await
+    }
+
+    async fn execute_inner(self: &Arc<Self>, env: &Env, query: Query) -> PipelineResult {
         let started = Instant::now();
         let deadline = started + self.budgets.total;
         let mut degraded = Vec::new();

@@ -5,7 +5,7 @@ use cascade_pipeline::{Candidate, Explainer, Reason, RequestCtx, SourceSlot};
 use serde::{Deserialize, Serialize};
 
 /// Sentence templates; `{title}` is the seed item's title, `{category}` the item's first
-/// category.
+/// category, `{creator}` its creator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReasonTemplates {
@@ -13,6 +13,12 @@ pub struct ReasonTemplates {
     pub similar_to_recent: String,
     pub popular_in_category: String,
     pub popular: String,
+    /// `{creator}` is the creator's id.
+    pub from_followed_creator: String,
+    pub trending: String,
+    pub trending_plain: String,
+    pub new_for_you: String,
+    pub new_plain: String,
 }
 
 impl Default for ReasonTemplates {
@@ -22,6 +28,11 @@ impl Default for ReasonTemplates {
             similar_to_recent: "Because you recently watched {title}".into(),
             popular_in_category: "Popular this week in {category}".into(),
             popular: "Popular right now".into(),
+            from_followed_creator: "New from {creator}, a creator you follow".into(),
+            trending: "Trending in {category} today".into(),
+            trending_plain: "Trending today".into(),
+            new_for_you: "New in {category}".into(),
+            new_plain: "Just added".into(),
         }
     }
 }
@@ -32,17 +43,39 @@ pub struct TemplateExplainer {
     pub templates: ReasonTemplates,
 }
 
+impl TemplateExplainer {
+    fn category(g: &cascade_features::Inner, item: u32) -> Option<&str> {
+        g.item(item)
+            .and_then(|r| r.categories.first())
+            .and_then(|&c| g.categories.name(c))
+    }
+}
+
 impl Explainer for TemplateExplainer {
     fn explain(&self, ctx: &RequestCtx, cand: &Candidate, sources: &[SourceSlot]) -> Reason {
         let g = ctx.state.read();
-        // A seeded source (the user's own history led here) is the most telling reason.
-        let seeded = cand.seed != NONE_IDX
-            && cand.source_slots().any(|s| {
+        let from = |code: &str| {
+            cand.source_slots().any(|s| {
                 sources
                     .get(s)
-                    .is_some_and(|x| x.source.reason_code() == "similar_to_recent")
-            });
-        if seeded && let Some(seed) = g.item(cand.seed) {
+                    .is_some_and(|x| x.source.reason_code() == code)
+            })
+        };
+        let t = &self.templates;
+        // Personal reasons first: a followed creator, then the user's own history.
+        if from("from_followed_creator") {
+            let creator = g.hot(cand.item).creator;
+            if let Some(name) = g.creators.name(creator) {
+                return Reason {
+                    code: "from_followed_creator",
+                    text: t.from_followed_creator.replace("{creator}", name),
+                };
+            }
+        }
+        if cand.seed != NONE_IDX
+            && from("similar_to_recent")
+            && let Some(seed) = g.item(cand.seed)
+        {
             let liked = ctx.user.recent.iter().any(|i| {
                 i.item == cand.seed
                     && matches!(
@@ -50,31 +83,41 @@ impl Explainer for TemplateExplainer {
                         EventKind::Like | EventKind::Share | EventKind::Purchase
                     )
             });
-            let (code, t) = if liked {
-                ("because_you_liked", &self.templates.because_you_liked)
+            let (code, tpl) = if liked {
+                ("because_you_liked", &t.because_you_liked)
             } else {
-                ("similar_to_recent", &self.templates.similar_to_recent)
+                ("similar_to_recent", &t.similar_to_recent)
             };
             return Reason {
                 code,
-                text: t.replace("{title}", &seed.title),
+                text: tpl.replace("{title}", &seed.title),
             };
         }
-        let category = g
-            .item(cand.item)
-            .and_then(|r| r.categories.first())
-            .and_then(|&c| g.categories.name(c));
+        let category = Self::category(&g, cand.item);
+        let with_category = |code: &'static str, tpl: &str, plain: &str| match category {
+            Some(cat) => Reason {
+                code,
+                text: tpl.replace("{category}", cat),
+            },
+            None => Reason {
+                code,
+                text: plain.to_string(),
+            },
+        };
+        if from("trending") {
+            return with_category("trending", &t.trending, &t.trending_plain);
+        }
+        if from("new_for_you") {
+            return with_category("new_for_you", &t.new_for_you, &t.new_plain);
+        }
         match category {
             Some(cat) => Reason {
                 code: "popular_in_category",
-                text: self
-                    .templates
-                    .popular_in_category
-                    .replace("{category}", cat),
+                text: t.popular_in_category.replace("{category}", cat),
             },
             None => Reason {
                 code: "popular",
-                text: self.templates.popular.clone(),
+                text: t.popular.clone(),
             },
         }
     }

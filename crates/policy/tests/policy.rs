@@ -164,3 +164,35 @@ fn explanations_name_the_real_seed_and_category() {
         ("popular_in_category", "Popular this week in Comedy")
     );
 }
+
+#[test]
+fn explanations_for_follows_and_trending_name_creator_and_category() {
+    use cascade_sources::{FollowsSource, TrendingSource};
+    let env = world(vec![item(0, "Jazz", "miles")], vec![], vec![]);
+    let c = ctx(&env, query("u", 5, 100));
+    let slot = |source: Arc<dyn cascade_pipeline::CandidateSource>| SourceSlot {
+        source,
+        limit: 10,
+        timeout: Duration::from_millis(10),
+    };
+    let slots = vec![
+        slot(Arc::new(TrendingSource)),
+        slot(Arc::new(FollowsSource)),
+    ];
+    let mut cand = Candidate::new(0);
+    cand.sources = 0b01;
+    let r = TemplateExplainer::default().explain(&c, &cand, &slots);
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        ("trending", "Trending in Jazz today")
+    );
+    cand.sources = 0b11;
+    let r = TemplateExplainer::default().explain(&c, &cand, &slots);
+    assert_eq!(
+        (r.code, r.text.as_str()),
+        (
+            "from_followed_creator",
+            "New from miles, a creator you follow"
+        )
+    );
+}

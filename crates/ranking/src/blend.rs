@@ -22,9 +22,15 @@ pub struct BlendConfig {
 impl Default for BlendConfig {
     fn default() -> Self {
         Self {
-            source_weights: [("similar".to_string(), 1.0), ("popular".to_string(), 0.3)]
-                .into_iter()
-                .collect(),
+            source_weights: [
+                ("similar".to_string(), 1.0),
+                ("popular".to_string(), 0.3),
+                ("trending".to_string(), 0.3),
+                ("follows".to_string(), 0.5),
+                ("fresh".to_string(), 0.2),
+            ]
+            .into_iter()
+            .collect(),
             popularity: 0.05,
             category_affinity: 0.3,
             creator_affinity: 0.2,

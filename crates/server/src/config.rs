@@ -6,7 +6,7 @@ use cascade_index::CoVisConfig;
 use cascade_pipeline::MAX_SOURCES;
 use cascade_policy::ReasonTemplates;
 use cascade_ranking::BlendConfig;
-use cascade_sources::SimilarConfig;
+use cascade_sources::{FreshConfig, SimilarConfig};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,8 @@ pub struct StorageSection {
 #[serde(deny_unknown_fields, default)]
 pub struct FeaturesSection {
     pub popularity_half_life_hours: f64,
+    /// Short window that trending compares with the popularity window.
+    pub trending_half_life_hours: f64,
     /// Interactions remembered per user.
     pub history_cap: usize,
     pub weights: EventWeights,
@@ -127,6 +129,22 @@ pub struct SourceConfig {
     /// Parameters of the `similar` source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub similar: Option<SimilarConfig>,
+    /// Parameters of the `fresh` source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh: Option<FreshConfig>,
+}
+
+impl SourceConfig {
+    /// A source with default parameters and timeout.
+    pub fn new(kind: SourceKind, limit: usize) -> Self {
+        Self {
+            kind,
+            limit,
+            timeout_ms: default_source_timeout(),
+            similar: None,
+            fresh: None,
+        }
+    }
 }
 
 fn default_source_limit() -> usize {
@@ -142,6 +160,9 @@ fn default_source_timeout() -> u64 {
 pub enum SourceKind {
     Popular,
     Similar,
+    Trending,
+    Fresh,
+    Follows,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +237,7 @@ impl Default for FeaturesSection {
     fn default() -> Self {
         Self {
             popularity_half_life_hours: 168.0,
+            trending_half_life_hours: 6.0,
             history_cap: 200,
             weights: EventWeights::default(),
         }
@@ -241,18 +263,11 @@ impl Default for SurfaceConfig {
             hydrate_ms: 50,
             candidate_budget: 1000,
             sources: vec![
-                SourceConfig {
-                    kind: SourceKind::Similar,
-                    limit: 500,
-                    timeout_ms: 50,
-                    similar: None,
-                },
-                SourceConfig {
-                    kind: SourceKind::Popular,
-                    limit: 300,
-                    timeout_ms: 50,
-                    similar: None,
-                },
+                SourceConfig::new(SourceKind::Similar, 500),
+                SourceConfig::new(SourceKind::Popular, 300),
+                SourceConfig::new(SourceKind::Trending, 100),
+                SourceConfig::new(SourceKind::Follows, 100),
+                SourceConfig::new(SourceKind::Fresh, 100),
             ],
             hydrators: vec![HydratorKind::Item, HydratorKind::UserItem],
             filters: vec![FilterKind::Safety, FilterKind::Seen],
@@ -419,7 +434,7 @@ mod tests {
         assert_eq!(c.server.max_n, 7);
         assert_eq!(c.surfaces["home"].budget_ms, 80);
         // Other defaults of the surface survive the partial override.
-        assert_eq!(c.surfaces["home"].sources.len(), 2);
+        assert_eq!(c.surfaces["home"].sources.len(), 5);
     }
 }
 

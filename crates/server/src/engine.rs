@@ -13,7 +13,9 @@ use cascade_pipeline::{
 };
 use cascade_policy::{SafetyFilter, SeenFilter, TemplateExplainer, TopScore};
 use cascade_ranking::{BlendScorer, ItemHydrator, UserItemHydrator, default_schema};
-use cascade_sources::{ItemSimilaritySource, PopularSource};
+use cascade_sources::{
+    FollowsSource, FreshSource, ItemSimilaritySource, PopularSource, TrendingSource,
+};
 use cascade_storage::{DataDir, EventLog, LogOptions, LogWriter, ReplayStats};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,6 +71,7 @@ impl Engine {
         let state = Arc::new(State::new(StateConfig {
             weights: config.features.weights,
             popularity_half_life_hours: config.features.popularity_half_life_hours,
+            trending_half_life_hours: config.features.trending_half_life_hours,
             history_cap: config.features.history_cap,
         }));
         let mut opts = LogOptions::new(dir.log_dir());
@@ -240,6 +243,11 @@ fn build_pipeline(
                     config: sc.similar.unwrap_or_default(),
                     pool: pool.clone(),
                 }),
+                SourceKind::Trending => Arc::new(TrendingSource),
+                SourceKind::Fresh => Arc::new(FreshSource {
+                    config: sc.fresh.unwrap_or_default(),
+                }),
+                SourceKind::Follows => Arc::new(FollowsSource),
             };
             SourceSlot {
                 source,

@@ -97,3 +97,75 @@ async fn session_items_seed_cold_users() {
     assert_eq!(hits[0].item, 8);
     assert_eq!(hits[0].seed, 7);
 }
+
+#[tokio::test]
+async fn trending_fresh_and_follows() {
+    use cascade_core::{EventKind::View, TimeInput, User};
+    use cascade_sources::{FollowsSource, FreshSource, TrendingSource};
+    let day = 86_400;
+    let mut items = catalog();
+    // i8 and i9 are new (created a day before "now"); i1, i2 are by the followed creator.
+    for (n, created) in [(8usize, 9 * day), (9, 9 * day + 60)] {
+        items[n].created_at = Some(TimeInput(created * 1000));
+    }
+    items[1].creator_id = Some("fav".into());
+    items[2].creator_id = Some("fav".into());
+    items[2].created_at = Some(TimeInput(5 * day * 1000));
+    let users = vec![User {
+        id: "me".into(),
+        attributes: Default::default(),
+        follows: vec!["fav".into()],
+    }];
+    let mut events = Vec::new();
+    // i4: steady over ten days; i6: a burst in the last hours.
+    for d in 0..10 {
+        events.push(event(View, &format!("s{d}"), 4, d * day));
+    }
+    for k in 0..6 {
+        events.push(event(View, &format!("b{k}"), 6, 10 * day - 3600 + k * 60));
+    }
+    let env = world(items, users, events);
+    let now = 10 * day;
+    let trending = TrendingSource
+        .retrieve(&ctx(&env, query("me", 5, now)), 5)
+        .await
+        .expect("trending");
+    assert_eq!(
+        trending.first().map(|h| h.item),
+        Some(6),
+        "the burst trends: {trending:?}"
+    );
+    assert!(
+        trending.iter().all(|h| h.item != 4),
+        "a steady trickle below support does not"
+    );
+    let fresh = FreshSource::default()
+        .retrieve(&ctx(&env, query("me", 5, now)), 5)
+        .await
+        .expect("fresh");
+    let got: Vec<u32> = fresh.iter().map(|h| h.item).collect();
+    assert_eq!(got, vec![9, 8], "newest first, only items within 72 h");
+    let follows = FollowsSource
+        .retrieve(&ctx(&env, query("me", 5, now)), 5)
+        .await
+        .expect("follows");
+    let got: Vec<u32> = follows.iter().map(|h| h.item).collect();
+    assert_eq!(
+        got,
+        vec![2, 1],
+        "the followed creator's items, newest first"
+    );
+    // Before i2 was created it is not offered.
+    let early = FollowsSource
+        .retrieve(&ctx(&env, query("me", 5, 4 * day)), 5)
+        .await
+        .expect("follows");
+    assert_eq!(early.iter().map(|h| h.item).collect::<Vec<_>>(), vec![1]);
+    assert!(
+        FollowsSource
+            .retrieve(&ctx(&env, query("x", 5, now)), 5)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+}

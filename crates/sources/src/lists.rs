@@ -1,0 +1,135 @@
+//! Sources read from the precomputed lists and the catalog: trending, fresh, follows.
+
+use async_trait::async_trait;
+use cascade_core::{Millis, NONE_IDX};
+use cascade_pipeline::{CandidateSource, ComponentError, Hit, RequestCtx};
+use serde::{Deserialize, Serialize};
+
+/// Items whose engagement is accelerating (short-window rate over long-window rate).
+#[derive(Debug, Default)]
+pub struct TrendingSource;
+
+#[async_trait]
+impl CandidateSource for TrendingSource {
+    fn name(&self) -> &str {
+        "trending"
+    }
+
+    fn reason_code(&self) -> &'static str {
+        "trending"
+    }
+
+    async fn retrieve(&self, ctx: &RequestCtx, limit: usize) -> Result<Vec<Hit>, ComponentError> {
+        let list = &ctx.popular.trending;
+        let top = list.first().map_or(1.0, |&(_, s)| s.max(f32::MIN_POSITIVE));
+        Ok(list
+            .iter()
+            .take(limit)
+            .map(|&(i, s)| Hit::new(i, s / top))
+            .collect())
+    }
+}
+
+/// How new "fresh" is.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FreshConfig {
+    /// Items older than this are not fresh.
+    pub max_age_hours: f64,
+}
+
+impl Default for FreshConfig {
+    fn default() -> Self {
+        Self {
+            max_age_hours: 72.0,
+        }
+    }
+}
+
+/// Recently added items, newest first, so new items get exposure before they have signals.
+#[derive(Debug, Default)]
+pub struct FreshSource {
+    pub config: FreshConfig,
+}
+
+/// 1 for an item created at `now`, falling linearly to 0 at `max_age`.
+fn recency(now: Millis, created: Millis, max_age_ms: f64) -> f32 {
+    (1.0 - (now - created).max(0) as f64 / max_age_ms).clamp(0.0, 1.0) as f32
+}
+
+#[async_trait]
+impl CandidateSource for FreshSource {
+    fn name(&self) -> &str {
+        "fresh"
+    }
+
+    fn reason_code(&self) -> &'static str {
+        "new_for_you"
+    }
+
+    async fn retrieve(&self, ctx: &RequestCtx, limit: usize) -> Result<Vec<Hit>, ComponentError> {
+        let now = ctx.query.now;
+        let max_age = self.config.max_age_hours * 3_600_000.0;
+        Ok(ctx
+            .popular
+            .fresh
+            .iter()
+            .filter(|&&(_, created)| created <= now && ((now - created) as f64) < max_age)
+            .take(limit)
+            .map(|&(i, created)| Hit::new(i, recency(now, created, max_age).max(f32::MIN_POSITIVE)))
+            .collect())
+    }
+}
+
+/// Newest items of the creators the user follows.
+#[derive(Debug, Default)]
+pub struct FollowsSource;
+
+/// Items taken per followed creator.
+const PER_CREATOR: usize = 20;
+/// Recency horizon of the follows score (30 days).
+const FOLLOWS_HORIZON_MS: f64 = 30.0 * 86_400_000.0;
+
+#[async_trait]
+impl CandidateSource for FollowsSource {
+    fn name(&self) -> &str {
+        "follows"
+    }
+
+    fn reason_code(&self) -> &'static str {
+        "from_followed_creator"
+    }
+
+    async fn retrieve(&self, ctx: &RequestCtx, limit: usize) -> Result<Vec<Hit>, ComponentError> {
+        if ctx.user.follows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = ctx.query.now;
+        let now_s = (now.max(0) / 1000) as u32;
+        let g = ctx.state.read();
+        let mut hits: Vec<Hit> = Vec::new();
+        for &creator in &ctx.user.follows {
+            let Some(items) = g.creator_items.get(creator as usize) else {
+                continue;
+            };
+            let recent = items
+                .iter()
+                .filter(|&&i| g.hot(i).created_s <= now_s)
+                .take(PER_CREATOR);
+            for &i in recent {
+                let created = i64::from(g.hot(i).created_s) * 1000;
+                // Never zero: an old item of a followed creator is still a candidate.
+                let score = recency(now, created, FOLLOWS_HORIZON_MS).max(0.01);
+                hits.push(Hit {
+                    item: i,
+                    score,
+                    seed: NONE_IDX,
+                });
+            }
+        }
+        hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+        hits.dedup_by_key(|h| h.item);
+        hits.truncate(limit);
+        Ok(hits)
+    }
+}
