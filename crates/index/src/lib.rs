@@ -4,10 +4,12 @@
 //! Builders read the live state under a read lock and produce immutable structures; the
 //! data loop swaps them in with [`ModelStore::publish`]. Requests never wait for a build.
 
+pub mod als;
 pub mod covis;
 pub mod popular;
 mod store;
 
+pub use als::{AlsConfig, Embeddings, Interactions};
 pub use covis::{CoVisConfig, CoVisitation};
 pub use popular::PopularLists;
 pub use store::{ModelStore, Models};

@@ -13,6 +13,8 @@ pub struct Models {
     pub version: String,
     pub popular: Arc<PopularLists>,
     pub covis: Arc<CoVisitation>,
+    /// Learned user and item vectors, when trained.
+    pub embeddings: Option<Arc<crate::Embeddings>>,
 }
 
 /// Holds the current [`Models`] behind an `ArcSwap`: readers load without locking, the data
@@ -50,6 +52,7 @@ impl ModelStore {
             version: cur.version.clone(),
             popular: Arc::new(popular),
             covis: cur.covis.clone(),
+            embeddings: cur.embeddings.clone(),
         });
     }
 

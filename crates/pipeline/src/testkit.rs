@@ -3,7 +3,9 @@
 use crate::{CpuPool, Env, Query, RequestCtx};
 use cascade_core::{Event, EventKind, Item, Millis, Mutation, Target, TimeInput, User};
 use cascade_features::{State, state::StateConfig};
-use cascade_index::{CoVisConfig, CoVisitation, ModelStore, Models, PopularLists};
+use cascade_index::{
+    AlsConfig, CoVisConfig, CoVisitation, Interactions, ModelStore, Models, PopularLists,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,22 +49,36 @@ pub fn world(items: Vec<Item>, users: Vec<User>, events: Vec<Event>) -> Env {
     if !events.is_empty() {
         state.apply(&Mutation::Events(events));
     }
-    let (popular, covis) = {
+    let (popular, covis, embeddings) = {
         let g = state.read();
         let seqs = CoVisitation::sequences(&g, 500);
         let cfg = CoVisConfig {
             popularity_exponent: 0.0,
             ..Default::default()
         };
+        let triples = g
+            .user_states
+            .iter()
+            .enumerate()
+            .flat_map(|(u, s)| s.seen.iter().map(move |&(i, _)| (u as u32, i, 1.0)))
+            .collect();
+        let data = Interactions::from_triples(g.users.len(), triples);
+        let als = AlsConfig {
+            factors: 8,
+            iterations: 10,
+            ..Default::default()
+        };
         (
             PopularLists::build_live(&g, 100, 20),
             CoVisitation::build(&seqs, g.items.len(), &cfg),
+            cascade_index::als::train(&data, g.items.len(), &als, |_| {}),
         )
     };
     let models = Models {
         version: "test".into(),
         popular: Arc::new(popular),
         covis: Arc::new(covis),
+        embeddings: Some(Arc::new(embeddings)),
     };
     let pool = CpuPool::new(1).unwrap_or_else(|e| panic!("pool: {e}"));
     Env::new(state, Arc::new(ModelStore::new(models)), Arc::new(pool))

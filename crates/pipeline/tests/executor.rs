@@ -51,6 +51,7 @@ fn env(items: usize) -> Env {
         version: "test".into(),
         popular: Arc::new(popular),
         covis: Default::default(),
+        embeddings: None,
     });
     Env::new(
         state,

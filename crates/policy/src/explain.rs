@@ -19,6 +19,7 @@ pub struct ReasonTemplates {
     pub trending_plain: String,
     pub new_for_you: String,
     pub new_plain: String,
+    pub picked_for_you: String,
 }
 
 impl Default for ReasonTemplates {
@@ -33,6 +34,7 @@ impl Default for ReasonTemplates {
             trending_plain: "Trending today".into(),
             new_for_you: "New in {category}".into(),
             new_plain: "Just added".into(),
+            picked_for_you: "Picked for you from what you watch".into(),
         }
     }
 }
@@ -91,6 +93,12 @@ impl Explainer for TemplateExplainer {
             return Reason {
                 code,
                 text: tpl.replace("{title}", &seed.title),
+            };
+        }
+        if from("picked_for_you") {
+            return Reason {
+                code: "picked_for_you",
+                text: t.picked_for_you.clone(),
             };
         }
         let category = Self::category(&g, cand.item);

@@ -25,6 +25,7 @@ impl Default for BlendConfig {
             source_weights: [
                 ("similar".to_string(), 1.0),
                 ("popular".to_string(), 0.3),
+                ("embedding".to_string(), 0.5),
                 ("trending".to_string(), 0.3),
                 ("follows".to_string(), 0.5),
                 ("fresh".to_string(), 0.2),

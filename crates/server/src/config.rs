@@ -2,11 +2,11 @@
 //! validated once at start.
 
 use cascade_features::EventWeights;
-use cascade_index::CoVisConfig;
+use cascade_index::{AlsConfig, CoVisConfig};
 use cascade_pipeline::MAX_SOURCES;
 use cascade_policy::ReasonTemplates;
 use cascade_ranking::BlendConfig;
-use cascade_sources::{FreshConfig, SimilarConfig};
+use cascade_sources::{EmbeddingConfig, FreshConfig, SimilarConfig};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,11 @@ pub struct ModelsSection {
     /// How often co-visitation is rebuilt when events arrived.
     pub covis_refresh_s: u64,
     pub covis: CoVisConfig,
+    /// Train embeddings (implicit ALS) for the `embedding` source.
+    pub embeddings: bool,
+    /// How often embeddings are retrained when events arrived.
+    pub embeddings_refresh_s: u64,
+    pub als: AlsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +137,9 @@ pub struct SourceConfig {
     /// Parameters of the `fresh` source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fresh: Option<FreshConfig>,
+    /// Parameters of the `embedding` source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingConfig>,
 }
 
 impl SourceConfig {
@@ -143,6 +151,7 @@ impl SourceConfig {
             timeout_ms: default_source_timeout(),
             similar: None,
             fresh: None,
+            embedding: None,
         }
     }
 }
@@ -163,6 +172,7 @@ pub enum SourceKind {
     Trending,
     Fresh,
     Follows,
+    Embedding,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +262,9 @@ impl Default for ModelsSection {
             popular_refresh_ms: 1000,
             covis_refresh_s: 30,
             covis: CoVisConfig::default(),
+            embeddings: true,
+            embeddings_refresh_s: 600,
+            als: AlsConfig::default(),
         }
     }
 }
@@ -264,6 +277,7 @@ impl Default for SurfaceConfig {
             candidate_budget: 1000,
             sources: vec![
                 SourceConfig::new(SourceKind::Similar, 500),
+                SourceConfig::new(SourceKind::Embedding, 300),
                 SourceConfig::new(SourceKind::Popular, 300),
                 SourceConfig::new(SourceKind::Trending, 100),
                 SourceConfig::new(SourceKind::Follows, 100),
@@ -434,7 +448,7 @@ mod tests {
         assert_eq!(c.server.max_n, 7);
         assert_eq!(c.surfaces["home"].budget_ms, 80);
         // Other defaults of the surface survive the partial override.
-        assert_eq!(c.surfaces["home"].sources.len(), 5);
+        assert_eq!(c.surfaces["home"].sources.len(), 6);
     }
 }
 

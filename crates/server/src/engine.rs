@@ -6,7 +6,7 @@ use crate::error::ServerError;
 use cascade_core::{Event, EventKind, Mutation, Target};
 use cascade_features::State;
 use cascade_features::state::StateConfig;
-use cascade_index::{CoVisitation, ModelStore, Models, PopularLists};
+use cascade_index::{CoVisitation, Interactions, ModelStore, Models, PopularLists};
 use cascade_pipeline::{
     CandidateSource, CpuPool, Env, Filter, Hydrator, Pipeline, PipelineResult, RequestCtx,
     Selector, SideEffect, SourceSlot, StageBudgets,
@@ -14,7 +14,8 @@ use cascade_pipeline::{
 use cascade_policy::{SafetyFilter, SeenFilter, TemplateExplainer, TopScore};
 use cascade_ranking::{BlendScorer, ItemHydrator, UserItemHydrator, default_schema};
 use cascade_sources::{
-    FollowsSource, FreshSource, ItemSimilaritySource, PopularSource, TrendingSource,
+    EmbeddingSource, FollowsSource, FreshSource, ItemSimilaritySource, PopularSource,
+    TrendingSource,
 };
 use cascade_storage::{DataDir, EventLog, LogOptions, LogWriter, ReplayStats};
 use std::collections::HashMap;
@@ -43,21 +44,52 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Builds the current model set from the state (popular lists and co-visitation).
-pub fn build_models(state: &State, config: &Config) -> Models {
+/// Builds the current model set from the state: popular lists and co-visitation always, and
+/// embeddings when `train_embeddings` (otherwise the `previous` ones are kept).
+pub fn build_models(
+    state: &State,
+    config: &Config,
+    train_embeddings: bool,
+    previous: Option<&Models>,
+) -> Models {
     let m = &config.models;
-    let (popular, seqs, n_items, generation) = {
+    let train_embeddings = train_embeddings && m.embeddings;
+    let (popular, seqs, n_items, generation, interactions) = {
         let g = state.read();
         let popular = PopularLists::build_live(&g, m.popular_size, m.popular_per_category);
         let seqs = CoVisitation::sequences(&g, m.covis.max_history);
-        (popular, seqs, g.items.len(), g.generation)
+        let interactions = train_embeddings.then(|| {
+            let t: Vec<(u32, u32, f32)> = g
+                .user_states
+                .iter()
+                .enumerate()
+                .flat_map(|(u, s)| s.seen.iter().map(move |&(i, _)| (u as u32, i, 1.0)))
+                .collect();
+            Interactions::from_triples(g.users.len(), t)
+        });
+        (popular, seqs, g.items.len(), g.generation, interactions)
     };
-    // The heavy part runs without the lock.
+    // The heavy parts run without the lock.
     let covis = CoVisitation::build(&seqs, n_items, &m.covis);
+    let embeddings = match interactions {
+        Some(data) => {
+            let t = Instant::now();
+            let e = cascade_index::als::train(&data, n_items, &m.als, |_| {});
+            tracing::info!(
+                secs = t.elapsed().as_secs_f64(),
+                users = data.rows(),
+                items = n_items,
+                "trained embeddings"
+            );
+            Some(Arc::new(e))
+        }
+        None => previous.and_then(|p| p.embeddings.clone()),
+    };
     Models {
         version: format!("heuristic-v1.g{generation}"),
         popular: Arc::new(popular),
         covis: Arc::new(covis),
+        embeddings,
     }
 }
 
@@ -87,7 +119,7 @@ impl Engine {
             ms = started.elapsed().as_millis() as u64,
             "replayed event log"
         );
-        let models = Arc::new(ModelStore::new(build_models(&state, &config)));
+        let models = Arc::new(ModelStore::new(build_models(&state, &config, true, None)));
         let threads = match config.pipeline.cpu_threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -151,9 +183,9 @@ impl Engine {
 
     /// Rebuilds models now (tests and tools; the data loop does this periodically).
     pub fn rebuild_models(&self) {
-        self.env
-            .models
-            .publish(build_models(&self.env.state, &self.config));
+        let prev = self.env.models.load();
+        let models = build_models(&self.env.state, &self.config, true, Some(&prev));
+        self.env.models.publish(models);
     }
 
     /// Commits what is queued, stops the data loop and the writer. The data dir is released
@@ -183,12 +215,19 @@ fn spawn_data_loop(
             let mut popular_gen = state.read().generation;
             let mut covis_gen = popular_gen;
             let mut last_covis = Instant::now();
+            let mut last_embeddings = Instant::now();
+            let embeddings_every = Duration::from_secs(config.models.embeddings_refresh_s.max(1));
             while !stop.load(Ordering::SeqCst) {
                 sleep_unless(&stop, tick);
                 let generation = state.read().generation;
                 if generation != covis_gen && last_covis.elapsed() >= covis_every {
                     let t = Instant::now();
-                    models.publish(build_models(&state, &config));
+                    let train = last_embeddings.elapsed() >= embeddings_every;
+                    let prev = models.load();
+                    models.publish(build_models(&state, &config, train, Some(&prev)));
+                    if train {
+                        last_embeddings = Instant::now();
+                    }
                     metrics::histogram!("cascade_model_build_seconds", "model" => "covis")
                         .record(t.elapsed().as_secs_f64());
                     covis_gen = generation;
@@ -248,6 +287,10 @@ fn build_pipeline(
                     config: sc.fresh.unwrap_or_default(),
                 }),
                 SourceKind::Follows => Arc::new(FollowsSource),
+                SourceKind::Embedding => Arc::new(EmbeddingSource {
+                    config: sc.embedding.unwrap_or_default(),
+                    pool: pool.clone(),
+                }),
             };
             SourceSlot {
                 source,

@@ -1,9 +1,11 @@
 //! Candidate sources: each finds items for a request from one kind of evidence.
 
+mod embedding;
 mod lists;
 mod popular;
 mod similar;
 
+pub use embedding::{EmbeddingConfig, EmbeddingSource};
 pub use lists::{FollowsSource, FreshConfig, FreshSource, TrendingSource};
 pub use popular::PopularSource;
 pub use similar::{ItemSimilaritySource, SimilarConfig};

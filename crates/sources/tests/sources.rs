@@ -169,3 +169,51 @@ async fn trending_fresh_and_follows() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn embeddings_retrieve_the_users_taste_group() {
+    use cascade_sources::{EmbeddingConfig, EmbeddingSource};
+    // Users u0..u9 like items 0..5, users v0..v9 items 5..10; each misses one of their group.
+    let mut events = Vec::new();
+    for u in 0..10u32 {
+        for i in 0..5u32 {
+            if i != u % 5 {
+                events.push(event(Click, &format!("u{u}"), i, i64::from(10 + i)));
+                events.push(event(Click, &format!("v{u}"), 5 + i, i64::from(10 + i)));
+            }
+        }
+    }
+    let env = world(catalog(), vec![], events);
+    let src = EmbeddingSource {
+        config: EmbeddingConfig::default(),
+        pool: env.pool.clone(),
+    };
+    let hits = src
+        .retrieve(&ctx(&env, query("u3", 10, 1000)), 5)
+        .await
+        .expect("hits");
+    assert!(
+        hits.iter().all(|h| h.item < 5),
+        "u3's taste is items 0..5: {hits:?}"
+    );
+    let hits = src
+        .retrieve(&ctx(&env, query("v1", 10, 1000)), 5)
+        .await
+        .expect("hits");
+    assert!(
+        hits.iter().all(|h| h.item >= 5),
+        "v1's taste is items 5..10: {hits:?}"
+    );
+    // A cold user with a session item gets that item's group.
+    let mut q = query("stranger", 5, 1000);
+    q.session_item_ids = vec!["i7".into()];
+    let hits = src.retrieve(&ctx(&env, q), 3).await.expect("hits");
+    assert!(hits.iter().all(|h| h.item >= 5), "{hits:?}");
+    // Nothing known about the user: nothing to say.
+    assert!(
+        src.retrieve(&ctx(&env, query("stranger", 5, 1000)), 3)
+            .await
+            .expect("ok")
+            .is_empty()
+    );
+}

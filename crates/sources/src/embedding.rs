@@ -1,0 +1,139 @@
+//! Learned-embedding retrieval: the user's vector, blended with the vectors of the session's
+//! and most recent items, scored against every item vector.
+//!
+//! The search is exact (a dense dot-product scan on the CPU pool). The HNSW index replaces the
+//! scan behind this same source; the blend and the contract stay.
+
+use async_trait::async_trait;
+use cascade_core::{EventKind, Idx};
+use cascade_index::Embeddings;
+use cascade_index::als::dot;
+use cascade_pipeline::{CandidateSource, ComponentError, CpuPool, Hit, RequestCtx};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// How the query vector is formed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingConfig {
+    /// Most recent positive interactions (after the session's items) averaged into the query.
+    pub recent_items: usize,
+    /// Share of the query from those recent items; the rest from the trained user vector.
+    pub recent_weight: f32,
+}
+
+impl Default for EmbeddingConfig {
+    fn default() -> Self {
+        Self {
+            recent_items: 5,
+            recent_weight: 0.5,
+        }
+    }
+}
+
+/// Retrieval over learned embeddings.
+#[derive(Debug)]
+pub struct EmbeddingSource {
+    pub config: EmbeddingConfig,
+    pub pool: Arc<CpuPool>,
+}
+
+fn normalized(v: &mut [f32]) -> bool {
+    let n = dot(v, v).sqrt();
+    if n > 0.0 && n.is_finite() {
+        v.iter_mut().for_each(|x| *x /= n);
+        true
+    } else {
+        false
+    }
+}
+
+/// The request's query vector, or `None` when nothing is known about the user.
+fn query_vector(
+    emb: &Embeddings,
+    user: Option<Idx>,
+    recent: &[Idx],
+    recent_weight: f32,
+) -> Option<Vec<f32>> {
+    let d = emb.dim;
+    let mut u: Vec<f32> = user
+        .and_then(|u| emb.user(u))
+        .map(<[f32]>::to_vec)
+        .unwrap_or_else(|| vec![0.0; d]);
+    let mut m = vec![0f32; d];
+    for &i in recent {
+        if let Some(v) = emb.item(i) {
+            m.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+        }
+    }
+    let (has_u, has_m) = (normalized(&mut u), normalized(&mut m));
+    let w = match (has_u, has_m) {
+        (false, false) => return None,
+        (true, false) => 0.0,
+        (false, true) => 1.0,
+        (true, true) => recent_weight,
+    };
+    Some(
+        u.iter()
+            .zip(&m)
+            .map(|(a, b)| (1.0 - w) * a + w * b)
+            .collect(),
+    )
+}
+
+/// Exact top-`k` items by dot product with `q`.
+pub fn top_k(emb: &Embeddings, q: &[f32], k: usize) -> Vec<Hit> {
+    let mut scored: Vec<Hit> = emb
+        .items
+        .chunks_exact(emb.dim)
+        .enumerate()
+        .map(|(i, v)| Hit::new(i as Idx, dot(q, v)))
+        .collect();
+    let by = |a: &Hit, b: &Hit| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item));
+    if scored.len() > k && k > 0 {
+        scored.select_nth_unstable_by(k - 1, by);
+        scored.truncate(k);
+    }
+    scored.sort_unstable_by(by);
+    scored
+}
+
+#[async_trait]
+impl CandidateSource for EmbeddingSource {
+    fn name(&self) -> &str {
+        "embedding"
+    }
+
+    fn reason_code(&self) -> &'static str {
+        "picked_for_you"
+    }
+
+    async fn retrieve(&self, ctx: &RequestCtx, limit: usize) -> Result<Vec<Hit>, ComponentError> {
+        let Some(emb) = ctx.models.embeddings.clone() else {
+            return Err(ComponentError::Unavailable(
+                "embeddings are not trained".into(),
+            ));
+        };
+        let mut recent: Vec<Idx> = ctx.session.iter().rev().copied().collect();
+        recent.extend(
+            ctx.user
+                .recent
+                .iter()
+                .rev()
+                .filter(|i| !matches!(i.kind, EventKind::Skip | EventKind::Hide))
+                .map(|i| i.item)
+                .take(self.config.recent_items),
+        );
+        let user = ctx.user.idx;
+        let w = self.config.recent_weight;
+        let hits = self
+            .pool
+            .run(move || {
+                query_vector(&emb, user, &recent, w)
+                    .map(|q| top_k(&emb, &q, limit))
+                    .unwrap_or_default()
+            })
+            .await?;
+        Ok(hits)
+    }
+}
