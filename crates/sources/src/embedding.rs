@@ -81,21 +81,40 @@ fn query_vector(
     )
 }
 
-/// Exact top-`k` items by dot product with `q`.
+/// Exact top-`k` items by dot product with `q`: one pass with a bounded min-heap, so the
+/// scan allocates `k` entries, not one per item.
 pub fn top_k(emb: &Embeddings, q: &[f32], k: usize) -> Vec<Hit> {
-    let mut scored: Vec<Hit> = emb
-        .items
-        .chunks_exact(emb.dim)
-        .enumerate()
-        .map(|(i, v)| Hit::new(i as Idx, dot(q, v)))
-        .collect();
-    let by = |a: &Hit, b: &Hit| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item));
-    if scored.len() > k && k > 0 {
-        scored.select_nth_unstable_by(k - 1, by);
-        scored.truncate(k);
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    #[derive(PartialEq)]
+    struct Scored(f32, Idx);
+    impl Eq for Scored {}
+    impl PartialOrd for Scored {
+        fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(o))
+        }
     }
-    scored.sort_unstable_by(by);
-    scored
+    impl Ord for Scored {
+        fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+            self.0.total_cmp(&o.0).then(o.1.cmp(&self.1))
+        }
+    }
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut heap: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(k + 1);
+    for (i, v) in emb.items.chunks_exact(emb.dim).enumerate() {
+        let s = dot(q, v);
+        if heap.len() < k {
+            heap.push(Reverse(Scored(s, i as Idx)));
+        } else if heap.peek().is_some_and(|Reverse(min)| s > min.0) {
+            heap.pop();
+            heap.push(Reverse(Scored(s, i as Idx)));
+        }
+    }
+    let mut out: Vec<Hit> = heap.into_iter().map(|Reverse(Scored(s, i))| Hit::new(i, s)).collect();
+    out.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+    out
 }
 
 #[async_trait]
