@@ -112,7 +112,10 @@ pub fn top_k(emb: &Embeddings, q: &[f32], k: usize) -> Vec<Hit> {
             heap.push(Reverse(Scored(s, i as Idx)));
         }
     }
-    let mut out: Vec<Hit> = heap.into_iter().map(|Reverse(Scored(s, i))| Hit::new(i, s)).collect();
+    let mut out: Vec<Hit> = heap
+        .into_iter()
+        .map(|Reverse(Scored(s, i))| Hit::new(i, s))
+        .collect();
     out.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
     out
 }

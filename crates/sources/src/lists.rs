@@ -20,13 +20,7 @@ impl CandidateSource for TrendingSource {
     }
 
     async fn retrieve(&self, ctx: &RequestCtx, limit: usize) -> Result<Vec<Hit>, ComponentError> {
-        let list = &ctx.popular.trending;
-        let top = list.first().map_or(1.0, |&(_, s)| s.max(f32::MIN_POSITIVE));
-        Ok(list
-            .iter()
-            .take(limit)
-            .map(|&(i, s)| Hit::new(i, s / top))
-            .collect())
+        Ok(crate::popular::ranked(&ctx.popular.trending, limit))
     }
 }
 
