@@ -29,6 +29,7 @@ impl StoreSink {
     }
 
     fn append(&mut self, m: Mutation) -> anyhow::Result<()> {
+        self.log.roll_if_full()?;
         self.log.append(&m)?;
         self.unsynced += 1;
         if self.unsynced >= SYNC_EVERY {

@@ -88,6 +88,9 @@ pub struct UserState {
     pub history: Vec<Interaction>,
     /// Every item the user interacted with and the first time, sorted by item.
     pub seen: Vec<(Idx, u32)>,
+    /// Items the user engaged with positively (view, click, like, watch, share, purchase) and
+    /// the first time, sorted by item: what models learn from (skips and hides are not taste).
+    pub engaged: Vec<(Idx, u32)>,
     /// Items the user hid, sorted.
     pub hidden_items: Vec<Idx>,
 }
@@ -101,6 +104,9 @@ impl UserState {
         }
     }
 }
+
+/// Most creators one user follows (the same bound as a user upsert's `follows`).
+pub const MAX_FOLLOWS: usize = 10_000;
 
 /// Tunables of the state.
 #[derive(Debug, Clone, Copy)]
@@ -136,6 +142,8 @@ pub struct Inner {
     pub item_recs: Vec<Option<ItemRec>>,
     /// Packed hot fields by item index, kept in step with `item_recs`.
     pub item_hot: Vec<ItemHot>,
+    /// Items that exist (upserted and not deleted).
+    pub live_items: usize,
     pub categories: IdMap,
     pub creators: IdMap,
     /// Live items of each creator, newest first (by `created_at`).
@@ -203,6 +211,7 @@ impl State {
                 items: IdMap::new(),
                 item_recs: Vec::new(),
                 item_hot: Vec::new(),
+                live_items: 0,
                 categories: IdMap::new(),
                 creators: IdMap::new(),
                 creator_items: Vec::new(),
@@ -235,7 +244,7 @@ impl State {
         let g = self.read();
         StateStats {
             items: g.items.len(),
-            live_items: g.item_recs.iter().filter(|r| r.is_some()).count(),
+            live_items: g.live_items,
             users: g.users.len(),
             events: g.events_applied,
         }
@@ -285,6 +294,7 @@ impl Inner {
             let pos = list.partition_point(|i| created(i) <= std::cmp::Reverse(hot.created_s));
             self.creator_items[c].insert(pos, idx);
         }
+        self.live_items = self.live_items + usize::from(hot.exists()) - usize::from(old.exists());
         self.item_hot[idx as usize] = hot;
         self.item_recs[idx as usize] = rec;
     }
@@ -298,13 +308,21 @@ impl Inner {
             return UserView::default();
         };
         let now_s = to_secs(now);
-        let before = u.history.partition_point(|i| i.ts_s < now_s);
+        let before = if now == Millis::MAX {
+            u.history.len()
+        } else {
+            u.history.partition_point(|i| i.ts_s < now_s)
+        };
         let start = before.saturating_sub(max_recent);
         UserView {
             idx: Some(idx),
             recent: u.history[start..before].to_vec(),
             follows: u.follows.clone(),
-            interactions: u.seen.iter().filter(|&&(_, t)| t < now_s).count(),
+            interactions: u
+                .seen
+                .iter()
+                .filter(|&&(_, t)| now == Millis::MAX || t < now_s)
+                .count(),
             attributes: u.attributes.clone(),
         }
     }
@@ -439,7 +457,9 @@ impl Inner {
                 if e.kind == EventKind::Follow {
                     let c = self.creators.intern(c);
                     let f = &mut self.user_states[user as usize].follows;
-                    if let Err(p) = f.binary_search(&c) {
+                    if let Err(p) = f.binary_search(&c)
+                        && f.len() < MAX_FOLLOWS
+                    {
                         f.insert(p, c);
                     }
                 }
@@ -467,11 +487,11 @@ impl Inner {
                 {
                     st.hidden_items.insert(p, item);
                 }
+                if e.kind.is_positive() {
+                    first_time(&mut st.engaged, item, ts_s);
+                }
                 if e.kind.is_interaction() {
-                    match st.seen.binary_search_by_key(&item, |&(i, _)| i) {
-                        Ok(p) => st.seen[p].1 = st.seen[p].1.min(ts_s),
-                        Err(p) => st.seen.insert(p, (item, ts_s)),
-                    }
+                    first_time(&mut st.seen, item, ts_s);
                     let rec = Interaction {
                         item,
                         ts_s,
@@ -488,6 +508,14 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// Records `item` at `ts_s` in a by-item list, keeping the earliest time.
+fn first_time(list: &mut Vec<(Idx, u32)>, item: Idx, ts_s: u32) {
+    match list.binary_search_by_key(&item, |&(i, _)| i) {
+        Ok(p) => list[p].1 = list[p].1.min(ts_s),
+        Err(p) => list.insert(p, (item, ts_s)),
     }
 }
 
@@ -547,6 +575,10 @@ mod tests {
         let u = g.user(g.users.get("u").expect("u")).expect("state");
         assert!(u.has_seen(0, 10));
         assert!(!u.has_seen(1, 4), "b was liked at 5s");
+        // Models learn from positive engagement only: the skip is seen, not engaged.
+        let v = g.user(g.users.get("v").expect("v")).expect("state");
+        assert_eq!(v.seen.len(), 1);
+        assert!(v.engaged.is_empty());
         // Skips and impressions count no popularity.
         assert_eq!(g.engagements, vec![1, 1]);
         assert_eq!(g.impressions, vec![0, 1]);

@@ -60,14 +60,14 @@ pub struct CoVisitation {
 pub type Sequence = Vec<(Idx, u32)>;
 
 impl CoVisitation {
-    /// Copies every user's interaction sequence out of the state (under the caller's read
+    /// Copies every user's positive-engagement sequence out of the state (under the caller's read
     /// lock), ordered by time then item, truncated to the most recent `max_history`.
     pub fn sequences(g: &Inner, max_history: usize) -> Vec<Sequence> {
         g.user_states
             .iter()
-            .filter(|u| u.seen.len() >= 2)
+            .filter(|u| u.engaged.len() >= 2)
             .map(|u| {
-                let mut s: Sequence = u.seen.iter().map(|&(i, t)| (i, t)).collect();
+                let mut s: Sequence = u.engaged.clone();
                 s.sort_unstable_by_key(|&(i, t)| (t, i));
                 if s.len() > max_history {
                     s.drain(..s.len() - max_history);

@@ -43,7 +43,8 @@ impl PopularLists {
         };
         let long = value(&g.popularity, &g.decay);
         let short = value(&g.popularity_short, &g.decay_short);
-        Self::from_dense(g, as_of, &long, &short, size, per_category)
+        // Fresh items are listed whatever their creation time: the source compares with `now`.
+        Self::from_dense(g, as_of, Millis::MAX, &long, &short, size, per_category)
     }
 
     /// Point in time: only engagements strictly before `now` count, decayed to `now`. Used
@@ -57,12 +58,13 @@ impl PopularLists {
                 short[item as usize] += w * g.decay_short.factor(now - ts) as f32;
             }
         }
-        Self::from_dense(g, now, &long, &short, size, per_category)
+        Self::from_dense(g, now, now, &long, &short, size, per_category)
     }
 
     fn from_dense(
         g: &Inner,
         as_of: Millis,
+        created_until: Millis,
         long: &[f32],
         short: &[f32],
         size: usize,
@@ -111,7 +113,7 @@ impl PopularLists {
             .enumerate()
             .filter_map(|(i, r)| {
                 r.as_ref()
-                    .filter(|r| !r.hidden && r.created_at <= as_of)
+                    .filter(|r| !r.hidden && r.created_at <= created_until)
                     .map(|r| (r.created_at, i as Idx))
             })
             .collect();

@@ -24,6 +24,8 @@ pub struct ModelStore {
     current: ArcSwap<Models>,
     /// Point-in-time popular lists for replayed `now`s, newest last (small LRU).
     past: Mutex<Vec<(Millis, Arc<PopularLists>)>>,
+    /// Serialises publishers, so a partial update never overwrites a newer full one.
+    publishing: Mutex<()>,
 }
 
 const PAST_CACHE: usize = 16;
@@ -33,6 +35,7 @@ impl ModelStore {
         Self {
             current: ArcSwap::from_pointee(models),
             past: Mutex::new(Vec::new()),
+            publishing: Mutex::new(()),
         }
     }
 
@@ -41,14 +44,21 @@ impl ModelStore {
     }
 
     pub fn publish(&self, models: Models) {
+        let _one_at_a_time = self.publishing.lock();
+        self.store(models);
+    }
+
+    fn store(&self, models: Models) {
         self.current.store(Arc::new(models));
         self.past.lock().clear();
     }
 
-    /// Replaces only the popular lists, keeping the other artifacts.
+    /// Replaces only the popular lists, keeping the other artifacts (read and replaced under
+    /// the publishing lock, so a concurrent full publish is never undone).
     pub fn publish_popular(&self, popular: PopularLists) {
+        let _one_at_a_time = self.publishing.lock();
         let cur = self.load();
-        self.publish(Models {
+        self.store(Models {
             version: cur.version.clone(),
             popular: Arc::new(popular),
             covis: cur.covis.clone(),

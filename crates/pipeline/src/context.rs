@@ -102,9 +102,14 @@ impl RequestCtx {
     /// Builds the context: one short read lock on the state, no `.await`.
     pub fn build(env: &Env, query: Query, started: Instant, deadline: Instant) -> Self {
         let models = env.models.load();
-        let (user, session, mut exclude, watermark) = {
+        let (user, session, mut exclude, live) = {
             let g = env.state.read();
-            let user = g.user_view(&query.user_id, query.now, RECENT_INTERACTIONS);
+            // The server clock is the present by definition (events may carry a client clock a
+            // little ahead, or fall in the same second): a live request sees everything applied.
+            // Only a client-supplied time can ask for the past.
+            let live = !query.now_from_client || query.now >= g.watermark;
+            let view_until = if live { Millis::MAX } else { query.now };
+            let user = g.user_view(&query.user_id, view_until, RECENT_INTERACTIONS);
             let session: Vec<Idx> = query
                 .session_item_ids
                 .iter()
@@ -115,13 +120,10 @@ impl RequestCtx {
                 .iter()
                 .filter_map(|id| g.items.get(id))
                 .collect();
-            (user, session, exclude, g.watermark)
+            (user, session, exclude, live)
         };
         exclude.sort_unstable();
         exclude.dedup();
-        // The server clock is the present by definition (events may carry a client clock a
-        // little ahead); only a client-supplied time can ask for the past.
-        let live = !query.now_from_client || query.now >= watermark;
         let popular = if live || query.now >= models.popular.as_of {
             models.popular.clone()
         } else {

@@ -224,12 +224,18 @@ impl Pipeline {
                 // Last resort: the in-memory popular list, still through every filter.
                 let this = self.clone();
                 let job_ctx = ctx.clone();
-                match env.pool.run(move || this.fallback(&job_ctx)).await {
-                    Ok(r) => r,
-                    Err(_) => Ranked {
+                // Bounded too: past the deadline only a short grace is left for the last rung.
+                let grace = (self.budgets.total / 4).max(Duration::from_millis(10));
+                let fallback = env.pool.run(move || this.fallback(&job_ctx));
+                match tokio::time::timeout(grace, fallback).await {
+                    Ok(Ok(r)) => r,
+                    outcome => Ranked {
                         items: Vec::new(),
                         reasons: Vec::new(),
-                        degraded: vec!["fallback:popular:error".into()],
+                        degraded: vec![match outcome {
+                            Err(_) => "fallback:popular:timeout".into(),
+                            _ => "fallback:popular:error".into(),
+                        }],
                         timings: Vec::new(),
                         removed: Vec::new(),
                         features: None,

@@ -60,7 +60,7 @@ pub fn world(items: Vec<Item>, users: Vec<User>, events: Vec<Event>) -> Env {
             .user_states
             .iter()
             .enumerate()
-            .flat_map(|(u, s)| s.seen.iter().map(move |&(i, _)| (u as u32, i, 1.0)))
+            .flat_map(|(u, s)| s.engaged.iter().map(move |&(i, _)| (u as u32, i, 1.0)))
             .collect();
         let data = Interactions::from_triples(g.users.len(), triples);
         let als = AlsConfig {

@@ -66,14 +66,20 @@ impl Filter for SeenFilter {
     fn filter(&self, ctx: &RequestCtx, cands: &Candidates) -> Result<Vec<Removal>, ComponentError> {
         let g = ctx.state.read();
         let user = ctx.user.idx.and_then(|u| g.user(u));
-        let now_s = (ctx.query.now.max(0) / 1000).min(i64::from(u32::MAX)) as u32;
+        // Live: everything applied counts (even an event stamped a moment ahead); replay:
+        // only what happened strictly before `now` (second resolution, as histories keep).
+        let until = if ctx.live {
+            u32::MAX
+        } else {
+            (ctx.query.now.max(0) / 1000).min(i64::from(u32::MAX)) as u32
+        };
         let mut out = Vec::new();
         for (index, c) in cands.items.iter().enumerate() {
             let reason = if ctx.excluded(c.item) {
                 Some("excluded")
             } else if ctx.session.contains(&c.item) {
                 Some("in_session")
-            } else if user.is_some_and(|u| u.has_seen(c.item, now_s.saturating_add(1))) {
+            } else if user.is_some_and(|u| u.has_seen(c.item, until)) {
                 Some("already_seen")
             } else {
                 None

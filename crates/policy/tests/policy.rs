@@ -177,7 +177,9 @@ fn explanations_for_follows_and_trending_name_creator_and_category() {
     };
     let slots = vec![
         slot(Arc::new(TrendingSource)),
-        slot(Arc::new(FollowsSource)),
+        slot(Arc::new(FollowsSource {
+            pool: env.pool.clone(),
+        })),
     ];
     let mut cand = Candidate::new(0);
     cand.sources = 0b01;

@@ -73,6 +73,14 @@ pub fn router(engine: Arc<Engine>) -> axum::Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").field("path")
         })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+            .field("method")
+        })
         .layer(middleware::from_fn(observe::track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
@@ -563,6 +571,27 @@ fn render(r: &PipelineResult) -> Recommendations {
     }
 }
 
+/// A bad query string as a 400 naming the parameter. axum reports the serde path first
+/// (`n: invalid digit found in string`) or names an unknown parameter.
+fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    let msg = e.body_text();
+    let rest = msg
+        .split_once("query string: ")
+        .map_or(msg.as_str(), |(_, r)| r);
+    let ident =
+        |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let field = match rest.strip_prefix("unknown field `") {
+        Some(r) => r.split('`').next().filter(ident),
+        None => rest.split_once(": ").map(|(p, _)| p).filter(ident),
+    };
+    let code = if rest.starts_with("unknown field") {
+        "unknown_field"
+    } else {
+        "invalid_value"
+    };
+    ApiError::bad_request(code, field.unwrap_or("query"), rest)
+}
+
 /// Recommendations for a user on a surface (query-string form).
 #[utoipa::path(get, path = "/v1/recommendations/{surface}", params(("surface" = String, Path), RecommendParams),
     responses((status = 200, body = Recommendations), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -571,14 +600,7 @@ async fn get_recommendations(
     Path(surface): Path<String>,
     q: Result<Query<RecommendParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Recommendations>, ApiError> {
-    let Query(q) = q.map_err(|e| {
-        let msg = e.body_text();
-        let field = ["user_id", "n", "explain", "time"]
-            .into_iter()
-            .find(|f| msg.contains(f))
-            .unwrap_or("query");
-        ApiError::bad_request("invalid_value", field, msg)
-    })?;
+    let Query(q) = q.map_err(query_error)?;
     let user_id = q.user_id.ok_or_else(|| {
         ApiError::bad_request("missing_field", "user_id", "`user_id` is required")
     })?;
@@ -649,7 +671,7 @@ async fn similar_items(
     Path(id): Path<String>,
     q: Result<Query<SimilarParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<SimilarItems>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_value", "n", e.body_text()))?;
+    let Query(q) = q.map_err(query_error)?;
     let max_n = s.engine.config.server.max_n;
     let n = q.n.unwrap_or(10);
     if n == 0 || n > max_n {
@@ -708,6 +730,14 @@ async fn healthz(State(s): State<AppState>) -> Json<Health> {
 /// Readiness: the log is replayed and the models are built (true once the server listens).
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 async fn readyz(State(s): State<AppState>) -> Response {
+    if !s.engine.writer.is_healthy() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the event log is not accepting writes",
+        )
+        .into_response();
+    }
     if s.engine.pipelines.is_empty() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -32,7 +32,7 @@ pub struct Engine {
     pub pipelines: HashMap<String, Arc<Pipeline>>,
     pub replay: ReplayStats,
     stop: Arc<AtomicBool>,
-    data_loop: parking::Once<JoinHandle<()>>,
+    data_loop: parking::Once<Vec<JoinHandle<()>>>,
     _dir: DataDir,
 }
 
@@ -63,7 +63,7 @@ pub fn build_models(
                 .user_states
                 .iter()
                 .enumerate()
-                .flat_map(|(u, s)| s.seen.iter().map(move |&(i, _)| (u as u32, i, 1.0)))
+                .flat_map(|(u, s)| s.engaged.iter().map(move |&(i, _)| (u as u32, i, 1.0)))
                 .collect();
             Interactions::from_triples(g.users.len(), t)
         });
@@ -193,61 +193,86 @@ impl Engine {
     pub async fn close(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.writer.close().await;
-        if let Some(h) = self.data_loop.take() {
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        if let Some(handles) = self.data_loop.take() {
+            let _ = tokio::task::spawn_blocking(move || {
+                for h in handles {
+                    let _ = h.join();
+                }
+            })
+            .await;
         }
     }
 }
 
-/// Rebuilds popular lists every `popular_refresh_ms` and co-visitation every
-/// `covis_refresh_s`, each only when new mutations arrived, and publishes them atomically.
+/// The data loop, as two threads so that a long model build never delays the popular lists:
+/// one rebuilds popular, trending and fresh lists every `popular_refresh_ms`; the other
+/// rebuilds co-visitation every `covis_refresh_s` and retrains embeddings every
+/// `embeddings_refresh_s`, each only when model-relevant mutations arrived.
 fn spawn_data_loop(
     state: Arc<State>,
     models: Arc<ModelStore>,
     config: Config,
     stop: Arc<AtomicBool>,
-) -> Result<JoinHandle<()>, ServerError> {
-    std::thread::Builder::new()
-        .name("cascade-data-loop".into())
-        .spawn(move || {
-            let tick = Duration::from_millis(config.models.popular_refresh_ms.clamp(10, 60_000));
+) -> Result<Vec<JoinHandle<()>>, ServerError> {
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(|e| ServerError::Io(format!("{name} thread: {e}")))
+    };
+    let (st, ms, cfg, halt) = (state.clone(), models.clone(), config.clone(), stop.clone());
+    let popular = spawn(
+        "cascade-popular",
+        Box::new(move || {
+            let tick = Duration::from_millis(cfg.models.popular_refresh_ms.clamp(10, 60_000));
+            let mut seen_gen = st.read().generation;
+            while !halt.load(Ordering::SeqCst) {
+                sleep_unless(&halt, tick);
+                let generation = st.read().generation;
+                if generation == seen_gen {
+                    continue;
+                }
+                let t = Instant::now();
+                let m = &cfg.models;
+                let lists =
+                    PopularLists::build_live(&st.read(), m.popular_size, m.popular_per_category);
+                ms.publish_popular(lists);
+                metrics::histogram!("cascade_model_build_seconds", "model" => "popular")
+                    .record(t.elapsed().as_secs_f64());
+                seen_gen = generation;
+            }
+        }),
+    )?;
+    let heavy = spawn(
+        "cascade-models",
+        Box::new(move || {
             let covis_every = Duration::from_secs(config.models.covis_refresh_s.max(1));
-            let mut popular_gen = state.read().generation;
-            let mut covis_gen = popular_gen;
-            let mut last_covis = Instant::now();
-            let mut last_embeddings = Instant::now();
             let embeddings_every = Duration::from_secs(config.models.embeddings_refresh_s.max(1));
+            let mut built_gen = state.read().generation;
+            let mut embedded_gen = built_gen;
+            let mut last_embeddings = Instant::now();
             while !stop.load(Ordering::SeqCst) {
-                sleep_unless(&stop, tick);
+                sleep_unless(&stop, covis_every);
                 let generation = state.read().generation;
-                if generation != covis_gen && last_covis.elapsed() >= covis_every {
-                    let t = Instant::now();
-                    let train = last_embeddings.elapsed() >= embeddings_every;
-                    let prev = models.load();
-                    models.publish(build_models(&state, &config, train, Some(&prev)));
-                    if train {
-                        last_embeddings = Instant::now();
-                    }
-                    metrics::histogram!("cascade_model_build_seconds", "model" => "covis")
-                        .record(t.elapsed().as_secs_f64());
-                    covis_gen = generation;
-                    popular_gen = generation;
-                    last_covis = Instant::now();
-                } else if generation != popular_gen {
-                    let t = Instant::now();
-                    let m = &config.models;
-                    let popular = {
-                        let g = state.read();
-                        PopularLists::build_live(&g, m.popular_size, m.popular_per_category)
-                    };
-                    models.publish_popular(popular);
-                    metrics::histogram!("cascade_model_build_seconds", "model" => "popular")
-                        .record(t.elapsed().as_secs_f64());
-                    popular_gen = generation;
+                if generation == built_gen {
+                    continue;
+                }
+                let train =
+                    generation != embedded_gen && last_embeddings.elapsed() >= embeddings_every;
+                let t = Instant::now();
+                let prev = models.load();
+                models.publish(build_models(&state, &config, train, Some(&prev)));
+                metrics::histogram!("cascade_model_build_seconds", "model" => "covis")
+                    .record(t.elapsed().as_secs_f64());
+                built_gen = generation;
+                if train {
+                    embedded_gen = generation;
+                    last_embeddings = Instant::now();
                 }
             }
-        })
-        .map_err(|e| ServerError::Io(format!("data loop thread: {e}")))
+        }),
+    )?;
+    Ok(vec![popular, heavy])
 }
 
 fn sleep_unless(stop: &AtomicBool, d: Duration) {
@@ -286,7 +311,7 @@ fn build_pipeline(
                 SourceKind::Fresh => Arc::new(FreshSource {
                     config: sc.fresh.unwrap_or_default(),
                 }),
-                SourceKind::Follows => Arc::new(FollowsSource),
+                SourceKind::Follows => Arc::new(FollowsSource { pool: pool.clone() }),
                 SourceKind::Embedding => Arc::new(EmbeddingSource {
                     config: sc.embedding.unwrap_or_default(),
                     pool: pool.clone(),

@@ -41,7 +41,10 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for JsonBody<T>
             let pool = state.engine.env.pool.clone();
             pool.run(move || parse::<T>(&bytes))
                 .await
-                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_err(|e| {
+                    tracing::error!(error = %e, "parsing a request body failed");
+                    ApiError::internal("internal error")
+                })?
                 .map(JsonBody)
         } else {
             parse::<T>(&bytes).map(JsonBody)

@@ -288,6 +288,18 @@ async fn feedback_hides_and_deletes_take_effect_at_once() {
         let got = ids(&r);
         assert!(!got.contains(&a) && !got.contains(&b), "{user}: {got:?}");
     }
+    // An event stamped a little ahead of the server clock (client skew) still counts now.
+    let (_, r) = s.get("/v1/recommendations/home?user_id=u5&n=1").await;
+    let next = ids(&r)[0].clone();
+    let ahead = cascade_core::time::now_millis() / 1000 + 600;
+    let ev =
+        json!({"events": [{"type": "view", "user_id": "u5", "item_id": next, "timestamp": ahead}]});
+    assert_eq!(s.post("/v1/events", ev).await.0, 200);
+    let (_, r) = s.get("/v1/recommendations/home?user_id=u5&n=20").await;
+    assert!(
+        !ids(&r).contains(&next),
+        "an item viewed a moment ago came straight back"
+    );
     let (st, _) = s
         .raw(
             reqwest::Method::PATCH,
@@ -419,6 +431,21 @@ async fn bad_input_is_rejected_whole_with_the_field_named() {
     assert_eq!((st, r["error"]["field"].as_str()), (400, Some("n")));
     let (st, r) = s.get("/v1/recommendations/home?user_id=u&n=abc").await;
     assert_eq!((st, r["error"]["field"].as_str()), (400, Some("n")));
+    let (st, r) = s
+        .get("/v1/recommendations/home?user_id=u&explain=maybe")
+        .await;
+    assert_eq!((st, r["error"]["field"].as_str()), (400, Some("explain")));
+    let (st, r) = s.get("/v1/recommendations/home?user_id=u&colour=red").await;
+    assert_eq!(
+        (st, r["error"]["field"].as_str()),
+        (400, Some("colour")),
+        "{r}"
+    );
+    let (st, r) = s.raw(reqwest::Method::PUT, "/v1/items", "{}").await;
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
     let (st, r) = s
         .post(
             "/v1/recommendations/home",

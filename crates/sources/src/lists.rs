@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 use cascade_core::{Millis, NONE_IDX};
-use cascade_pipeline::{CandidateSource, ComponentError, Hit, RequestCtx};
+use cascade_pipeline::{CandidateSource, ComponentError, CpuPool, Hit, RequestCtx};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Items whose engagement is accelerating (short-window rate over long-window rate).
 #[derive(Debug, Default)]
@@ -75,9 +76,12 @@ impl CandidateSource for FreshSource {
     }
 }
 
-/// Newest items of the creators the user follows.
-#[derive(Debug, Default)]
-pub struct FollowsSource;
+/// Newest items of the creators the user follows. Runs on the CPU pool: a user may follow
+/// thousands of creators.
+#[derive(Debug)]
+pub struct FollowsSource {
+    pub pool: Arc<CpuPool>,
+}
 
 /// Items taken per followed creator.
 const PER_CREATOR: usize = 20;
@@ -98,32 +102,38 @@ impl CandidateSource for FollowsSource {
         if ctx.user.follows.is_empty() {
             return Ok(Vec::new());
         }
-        let now = ctx.query.now;
-        let now_s = (now.max(0) / 1000) as u32;
-        let g = ctx.state.read();
-        let mut hits: Vec<Hit> = Vec::new();
-        for &creator in &ctx.user.follows {
-            let Some(items) = g.creator_items.get(creator as usize) else {
-                continue;
-            };
-            let recent = items
-                .iter()
-                .filter(|&&i| g.hot(i).created_s <= now_s)
-                .take(PER_CREATOR);
-            for &i in recent {
-                let created = i64::from(g.hot(i).created_s) * 1000;
-                // Never zero: an old item of a followed creator is still a candidate.
-                let score = recency(now, created, FOLLOWS_HORIZON_MS).max(0.01);
-                hits.push(Hit {
-                    item: i,
-                    score,
-                    seed: NONE_IDX,
-                });
-            }
-        }
-        hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
-        hits.dedup_by_key(|h| h.item);
-        hits.truncate(limit);
-        Ok(hits)
+        let (state, follows, now) = (ctx.state.clone(), ctx.user.follows.clone(), ctx.query.now);
+        Ok(self
+            .pool
+            .run(move || newest_of(&state.read(), &follows, now, limit))
+            .await?)
     }
+}
+
+/// The newest items created before `now` of each creator, scored by recency.
+fn newest_of(g: &cascade_features::Inner, creators: &[u32], now: Millis, limit: usize) -> Vec<Hit> {
+    let now_s = (now.max(0) / 1000).min(i64::from(u32::MAX)) as u32;
+    let mut hits: Vec<Hit> = Vec::new();
+    for &creator in creators {
+        let Some(items) = g.creator_items.get(creator as usize) else {
+            continue;
+        };
+        let recent = items
+            .iter()
+            .filter(|&&i| g.hot(i).created_s <= now_s)
+            .take(PER_CREATOR);
+        for &i in recent {
+            let created = i64::from(g.hot(i).created_s) * 1000;
+            // Never zero: an old item of a followed creator is still a candidate.
+            let score = recency(now, created, FOLLOWS_HORIZON_MS).max(0.01);
+            hits.push(Hit {
+                item: i,
+                score,
+                seed: NONE_IDX,
+            });
+        }
+    }
+    hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+    hits.truncate(limit);
+    hits
 }

@@ -145,10 +145,12 @@ async fn trending_fresh_and_follows() {
         .expect("fresh");
     let got: Vec<u32> = fresh.iter().map(|h| h.item).collect();
     assert_eq!(got, vec![9, 8], "newest first, only items within 72 h");
-    let follows = FollowsSource
-        .retrieve(&ctx(&env, query("me", 5, now)), 5)
-        .await
-        .expect("follows");
+    let follows = FollowsSource {
+        pool: env.pool.clone(),
+    }
+    .retrieve(&ctx(&env, query("me", 5, now)), 5)
+    .await
+    .expect("follows");
     let got: Vec<u32> = follows.iter().map(|h| h.item).collect();
     assert_eq!(
         got,
@@ -156,17 +158,21 @@ async fn trending_fresh_and_follows() {
         "the followed creator's items, newest first"
     );
     // Before i2 was created it is not offered.
-    let early = FollowsSource
-        .retrieve(&ctx(&env, query("me", 5, 4 * day)), 5)
-        .await
-        .expect("follows");
+    let early = FollowsSource {
+        pool: env.pool.clone(),
+    }
+    .retrieve(&ctx(&env, query("me", 5, 4 * day)), 5)
+    .await
+    .expect("follows");
     assert_eq!(early.iter().map(|h| h.item).collect::<Vec<_>>(), vec![1]);
     assert!(
-        FollowsSource
-            .retrieve(&ctx(&env, query("x", 5, now)), 5)
-            .await
-            .expect("none")
-            .is_empty()
+        FollowsSource {
+            pool: env.pool.clone()
+        }
+        .retrieve(&ctx(&env, query("x", 5, now)), 5)
+        .await
+        .expect("none")
+        .is_empty()
     );
 }
 

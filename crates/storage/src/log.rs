@@ -143,6 +143,14 @@ fn scan_segment(path: &Path, f: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<S
         r.read_exact(&mut payload)
             .map_err(|e| StorageError::io(path, e))?;
         if crc32fast::hash(&payload) != crc {
+            if pos + 8 + (len as u64) < total {
+                // Whole records follow: this is damage, not a write cut short by a crash.
+                return Err(StorageError::Corrupt {
+                    path: path.into(),
+                    offset: pos,
+                    reason: "checksum mismatch before the end of the segment".into(),
+                });
+            }
             return Ok(Scan::Torn {
                 good_len: pos,
                 reason: "checksum mismatch".into(),
@@ -264,24 +272,35 @@ impl EventLog {
     }
 
     /// Current byte position, used to roll back a failed group commit.
-    pub(crate) fn position(&self) -> (u32, u64, u64) {
-        (self.segment, self.len, self.records)
+    pub(crate) fn position(&self) -> (u64, u64) {
+        (self.len, self.records)
     }
 
-    /// Cuts the current segment back to `pos` after a failed write.
-    pub(crate) fn rollback(&mut self, pos: (u32, u64, u64)) {
-        if pos.0 != self.segment {
-            // A roll happened mid-batch; the new segment only holds failed records.
-            let _ = self.file.set_len(HEADER);
-            let _ = self.file.seek(SeekFrom::Start(HEADER));
-            self.len = HEADER;
-            self.records = pos.2;
-            return;
+    /// Cuts the current segment back to `pos` after a failed write. Groups never span
+    /// segments (see [`EventLog::roll_if_full`]), so this undoes the whole group. If the cut
+    /// itself fails the log can no longer be trusted and the error says so.
+    pub(crate) fn rollback(&mut self, pos: (u64, u64)) -> Result<()> {
+        self.file
+            .set_len(pos.0)
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        self.file
+            .seek(SeekFrom::Start(pos.0))
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        self.len = pos.0;
+        self.records = pos.1;
+        Ok(())
+    }
+
+    /// Starts a new segment if the current one is past its size. Called between groups (never
+    /// inside one), so a failed group can always be undone within a single segment.
+    pub fn roll_if_full(&mut self) -> Result<()> {
+        if self.len >= self.opts.segment_bytes && self.len > HEADER {
+            self.roll()?;
         }
-        let _ = self.file.set_len(pos.1);
-        let _ = self.file.seek(SeekFrom::Start(pos.1));
-        self.len = pos.1;
-        self.records = pos.2;
+        Ok(())
     }
 
     /// Writes one record (not yet durable: call [`EventLog::sync`]). Returns its sequence
@@ -297,9 +316,6 @@ impl EventLog {
         let crc = crc32fast::hash(&self.buf[8..]);
         self.buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        if self.len + self.buf.len() as u64 > self.opts.segment_bytes && self.len > HEADER {
-            self.roll()?;
-        }
         self.file
             .write_all(&self.buf)
             .map_err(|e| StorageError::io(&self.path, e))?;
@@ -323,8 +339,10 @@ impl EventLog {
         self.sync()?;
         let next = self.segment + 1;
         let path = segment_path(&self.opts.dir, next);
+        // `truncate`: a file left by an earlier roll that failed halfway holds no records.
         let mut file = OpenOptions::new()
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .read(true)
             .write(true)
             .open(&path)
@@ -444,12 +462,13 @@ mod tests {
         opts.segment_bytes = 200;
         let (mut log, _) = EventLog::open(opts.clone(), &mut |_| {}).expect("open");
         for k in 0..6 {
+            log.roll_if_full().expect("roll");
             log.append(&events(3, &k.to_string())).expect("append");
         }
         log.sync().expect("sync");
         drop(log);
         let segs = list_segments(tmp.path()).expect("list");
-        assert!(segs.len() > 2, "rolled into {} segments", segs.len());
+        assert!(segs.len() >= 2, "rolled into {} segments", segs.len());
         let (_, stats) = EventLog::open(opts.clone(), &mut |_| {}).expect("reopen");
         assert_eq!(stats.records, 6);
         let first = segment_path(tmp.path(), segs[0]);
@@ -460,5 +479,27 @@ mod tests {
             EventLog::open(opts, &mut |_| {}),
             Err(StorageError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn damage_before_the_end_of_the_newest_segment_is_an_error_not_a_cut() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (mut log, _, _) = open(tmp.path());
+        log.append(&events(2, "a")).expect("a");
+        log.append(&events(2, "b")).expect("b");
+        log.sync().expect("sync");
+        drop(log);
+        let seg = segment_path(tmp.path(), 1);
+        let mut bytes = std::fs::read(&seg).expect("read");
+        // A byte inside the first record's payload: a whole record still follows it.
+        bytes[HEADER as usize + 12] ^= 0xff;
+        std::fs::write(&seg, &bytes).expect("write");
+        let err = EventLog::open(LogOptions::new(tmp.path()), &mut |_| {}).expect_err("corrupt");
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+        assert_eq!(
+            std::fs::read(&seg).expect("read").len(),
+            bytes.len(),
+            "nothing was cut"
+        );
     }
 }

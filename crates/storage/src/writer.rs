@@ -5,6 +5,8 @@ use crate::log::EventLog;
 use crate::{Result, StorageError};
 use cascade_core::Mutation;
 use parking_lot_free::Handle;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,6 +29,7 @@ const MAX_GROUP: usize = 1024;
 pub struct LogWriter {
     tx: mpsc::Sender<Msg>,
     handle: Handle,
+    healthy: Arc<AtomicBool>,
 }
 
 impl LogWriter {
@@ -34,13 +37,16 @@ impl LogWriter {
     /// for a commit: past it, `submit` waits (back-pressure) and `submit_nowait` refuses.
     pub fn spawn(log: EventLog, apply: Applier, queue: usize) -> Result<Self> {
         let (tx, rx) = mpsc::channel(queue.max(1));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let h = healthy.clone();
         let join = std::thread::Builder::new()
             .name("cascade-log-writer".into())
-            .spawn(move || run(log, apply, rx))
+            .spawn(move || run(log, apply, rx, h))
             .map_err(|e| StorageError::io("cascade-log-writer thread", e))?;
         Ok(Self {
             tx,
             handle: Handle::new(join),
+            healthy,
         })
     }
 
@@ -65,6 +71,12 @@ impl LogWriter {
             })
     }
 
+    /// False once a write failed in a way that leaves the log or the state in doubt (the
+    /// writer then refuses every write), or the writer thread is gone.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst) && !self.tx.is_closed()
+    }
+
     /// Commits everything queued, then stops the thread. Later submissions fail with
     /// [`StorageError::Closed`].
     pub async fn close(&self) {
@@ -76,7 +88,12 @@ impl LogWriter {
     }
 }
 
-fn run(mut log: EventLog, mut apply: Applier, mut rx: mpsc::Receiver<Msg>) {
+fn run(
+    mut log: EventLog,
+    mut apply: Applier,
+    mut rx: mpsc::Receiver<Msg>,
+    healthy: Arc<AtomicBool>,
+) {
     let mut group: Vec<(Mutation, Option<oneshot::Sender<Result<u64>>>)> = Vec::new();
     let mut close: Option<oneshot::Sender<()>> = None;
     while close.is_none() {
@@ -97,8 +114,20 @@ fn run(mut log: EventLog, mut apply: Applier, mut rx: mpsc::Receiver<Msg>) {
             }
             next = rx.try_recv().ok();
         }
-        if !group.is_empty() {
-            commit(&mut log, &mut apply, &mut group);
+        if group.is_empty() {
+            continue;
+        }
+        if !healthy.load(Ordering::SeqCst) {
+            fail(
+                &mut group,
+                "the event log is in an unknown state after a failed write; restart the server",
+            );
+            continue;
+        }
+        if let Err(reason) = commit(&mut log, &mut apply, &mut group) {
+            // The log or the state can no longer be trusted to match: refuse all writes.
+            tracing::error!(%reason, "log writer poisoned");
+            healthy.store(false, Ordering::SeqCst);
         }
     }
     if let Some(done) = close {
@@ -107,12 +136,28 @@ fn run(mut log: EventLog, mut apply: Applier, mut rx: mpsc::Receiver<Msg>) {
     tracing::debug!("log writer stopped");
 }
 
+fn fail(group: &mut Vec<(Mutation, Option<oneshot::Sender<Result<u64>>>)>, msg: &str) {
+    for (_, ack) in group.drain(..) {
+        if let Some(ack) = ack {
+            let _ = ack.send(Err(StorageError::Encode(msg.to_string())));
+        }
+    }
+    metrics::counter!("cascade_log_commit_failures_total").increment(1);
+}
+
+/// Writes, syncs and applies one group. `Err` means the writer must be poisoned: a rollback
+/// failed (the log may hold unacknowledged bytes) or applying panicked (state is partial).
 fn commit(
     log: &mut EventLog,
     apply: &mut Applier,
     group: &mut Vec<(Mutation, Option<oneshot::Sender<Result<u64>>>)>,
-) {
+) -> std::result::Result<(), String> {
     let start = Instant::now();
+    // Rolling only between groups keeps every group inside one segment, so it can be undone.
+    if let Err(e) = log.roll_if_full() {
+        fail(group, &e.to_string());
+        return Ok(());
+    }
     let before = log.position();
     let mut seqs = Vec::with_capacity(group.len());
     let mut failure = None;
@@ -133,24 +178,27 @@ fn commit(
     if let Some(err) = failure {
         // Nothing of a failed group is acknowledged, so nothing unacknowledged stays in the log.
         tracing::error!(error = %err, "group commit failed; rolling back");
-        log.rollback(before);
-        let msg = err.to_string();
-        for (_, ack) in group.drain(..) {
-            if let Some(ack) = ack {
-                let _ = ack.send(Err(StorageError::Encode(msg.clone())));
-            }
-        }
-        metrics::counter!("cascade_log_commit_failures_total").increment(1);
-        return;
+        let rolled = log.rollback(before);
+        fail(group, &err.to_string());
+        return rolled.map_err(|e| format!("rollback failed: {e}"));
     }
     metrics::histogram!("cascade_log_commit_seconds").record(start.elapsed().as_secs_f64());
     metrics::counter!("cascade_log_records_total").increment(group.len() as u64);
     for ((m, ack), seq) in group.drain(..).zip(seqs) {
-        apply(&m);
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(&m)));
+        if applied.is_err() {
+            if let Some(ack) = ack {
+                let _ = ack.send(Err(StorageError::Encode(
+                    "applying the mutation failed".into(),
+                )));
+            }
+            return Err(format!("applying record {seq} panicked"));
+        }
         if let Some(ack) = ack {
             let _ = ack.send(Ok(seq));
         }
     }
+    Ok(())
 }
 
 /// A join handle that can be joined once from `&self`.
