@@ -409,12 +409,17 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
     fn unknown_keys_are_rejected() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[server]\nadress = \"x\"\n").expect("write");
-        let err = Config::load(Some(&f)).expect_err("must reject");
-        assert!(err.to_string().contains("adress"), "{err}");
+        // Inside a Jail: environment-override tests change CASCADE_* variables meanwhile.
+        figment::Jail::expect_with(|_jail| {
+            let dir = tempfile::tempdir().expect("tmp");
+            let f = dir.path().join("c.toml");
+            std::fs::write(&f, "[server]\nadress = \"x\"\n").expect("write");
+            let err = Config::load(Some(&f)).expect_err("must reject");
+            assert!(err.to_string().contains("adress"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
@@ -436,19 +441,25 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
     fn file_values_apply_and_validation_names_the_key() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let f = dir.path().join("c.toml");
-        std::fs::write(&f, "[server]\nmax_n = 7\n[surfaces.home]\nbudget_ms = 0\n").expect("write");
-        let err = Config::load(Some(&f)).expect_err("budget 0");
-        assert!(err.to_string().contains("surfaces.home.budget_ms"), "{err}");
-        std::fs::write(&f, "[server]\nmax_n = 7\n[surfaces.home]\nbudget_ms = 80\n")
-            .expect("write");
-        let c = Config::load(Some(&f)).expect("ok");
-        assert_eq!(c.server.max_n, 7);
-        assert_eq!(c.surfaces["home"].budget_ms, 80);
-        // Other defaults of the surface survive the partial override.
-        assert_eq!(c.surfaces["home"].sources.len(), 6);
+        // Inside a Jail: environment-override tests change CASCADE_* variables meanwhile.
+        figment::Jail::expect_with(|_jail| {
+            let dir = tempfile::tempdir().expect("tmp");
+            let f = dir.path().join("c.toml");
+            std::fs::write(&f, "[server]\nmax_n = 7\n[surfaces.home]\nbudget_ms = 0\n")
+                .expect("write");
+            let err = Config::load(Some(&f)).expect_err("budget 0");
+            assert!(err.to_string().contains("surfaces.home.budget_ms"), "{err}");
+            std::fs::write(&f, "[server]\nmax_n = 7\n[surfaces.home]\nbudget_ms = 80\n")
+                .expect("write");
+            let c = Config::load(Some(&f)).expect("ok");
+            assert_eq!(c.server.max_n, 7);
+            assert_eq!(c.surfaces["home"].budget_ms, 80);
+            // Other defaults of the surface survive the partial override.
+            assert_eq!(c.surfaces["home"].sources.len(), 6);
+            Ok(())
+        });
     }
 }
 
@@ -458,15 +469,20 @@ mod readme {
 
     /// The configuration shown in the README must load as it stands.
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
     fn readme_config_example_is_valid() {
-        let readme = include_str!("../../../README.md");
-        let start = readme.find("```toml\n").expect("toml block") + "```toml\n".len();
-        let len = readme[start..].find("```").expect("block end");
-        let dir = tempfile::tempdir().expect("tmp");
-        let f = dir.path().join("cascade.toml");
-        std::fs::write(&f, &readme[start..start + len]).expect("write");
-        let c = Config::load(Some(&f)).expect("README config loads");
-        assert_eq!(c.surfaces["home"].sources.len(), 2);
-        assert!(c.surfaces.contains_key("feed"));
+        // Inside a Jail: environment-override tests change CASCADE_* variables meanwhile.
+        figment::Jail::expect_with(|_jail| {
+            let readme = include_str!("../../../README.md");
+            let start = readme.find("```toml\n").expect("toml block") + "```toml\n".len();
+            let len = readme[start..].find("```").expect("block end");
+            let dir = tempfile::tempdir().expect("tmp");
+            let f = dir.path().join("cascade.toml");
+            std::fs::write(&f, &readme[start..start + len]).expect("write");
+            let c = Config::load(Some(&f)).expect("README config loads");
+            assert_eq!(c.surfaces["home"].sources.len(), 2);
+            assert!(c.surfaces.contains_key("feed"));
+            Ok(())
+        });
     }
 }
