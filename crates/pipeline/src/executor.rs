@@ -325,7 +325,7 @@ impl Pipeline {
     }
 
     /// Dedupes the sources' lists into one candidate per item, keeping every source's score
-    /// and rank; past the candidate budget, keeps the candidates ranked best by any source.
+    /// and rank (the candidate budget is applied after the filters, in the CPU stage).
     fn merge(&self, lists: &[Vec<Hit>]) -> Candidates {
         let total: usize = lists.iter().map(Vec::len).sum();
         let mut flat: Vec<(Idx, usize, u16, Hit)> = Vec::with_capacity(total);
@@ -352,13 +352,6 @@ impl Pipeline {
                 *best = hit.score;
                 c.seed = hit.seed;
             }
-        }
-        if items.len() > self.candidate_budget {
-            // Best rank in any source first, so every source keeps its top candidates.
-            let best_rank =
-                |c: &Candidate| c.source_ranks.iter().copied().min().unwrap_or(u16::MAX);
-            items.sort_by_key(|c| (best_rank(c), c.item));
-            items.truncate(self.candidate_budget);
         }
         for (row, c) in items.iter_mut().enumerate() {
             c.row = row as u32;
@@ -423,11 +416,25 @@ impl Pipeline {
         }
     }
 
-    /// The CPU stage: hydration → filters → scorers → selectors → fallback → explanations.
+    /// The CPU stage: filters → budget → hydration → scorers → selectors → fallback →
+    /// explanations.
     fn rank(&self, ctx: &RequestCtx, mut cands: Candidates) -> Ranked {
         let mut degraded = Vec::new();
         let mut timings = Vec::with_capacity(6);
         let mut removed = Vec::new();
+
+        // Filters first (they need no features), then the candidate budget, so the budget is
+        // spent on candidates that may be shown and hydration only touches those.
+        let t = Instant::now();
+        self.run_filters(ctx, &mut cands, &mut degraded, &mut removed, true);
+        if cands.items.len() > self.candidate_budget {
+            // Best rank in any source first, so every source keeps its top candidates.
+            let best_rank =
+                |c: &Candidate| c.source_ranks.iter().copied().min().unwrap_or(u16::MAX);
+            cands.items.sort_by_key(|c| (best_rank(c), c.item));
+            cands.items.truncate(self.candidate_budget);
+        }
+        timings.push(("filter", ms(t.elapsed())));
 
         // Hydration shares one budget; a failed or skipped hydrator leaves declared defaults.
         let t = Instant::now();
@@ -447,10 +454,6 @@ impl Pipeline {
         metrics::counter!("cascade_features_missing_total", "surface" => self.surface.clone())
             .increment(cands.features.missing);
         timings.push(("hydrate", ms(t.elapsed())));
-
-        let t = Instant::now();
-        self.run_filters(ctx, &mut cands, &mut degraded, &mut removed, true);
-        timings.push(("filter", ms(t.elapsed())));
 
         let t = Instant::now();
         let mut scores = vec![0f32; cands.items.len()];

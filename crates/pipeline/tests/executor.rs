@@ -363,3 +363,29 @@ async fn empty_sources_fall_back_to_popular_through_the_filters() {
             .any(|(i, by, why)| *i == 1 && by == "no_odd" && *why == "odd")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_candidate_budget_is_spent_after_the_filters() {
+    let env = env(40);
+    let all: Vec<u32> = (0..20).collect();
+    let p = pipeline(
+        vec![Arc::new(Fixed("a", all))],
+        vec![Arc::new(NoOdd)],
+        200,
+        5,
+    );
+    let mut q = Query::new("test", "u", 10, 10_000);
+    q.n = 10;
+    let r = p.execute(&env, q).await;
+    let from_source: Vec<u32> = r
+        .items
+        .iter()
+        .filter(|c| c.sources != 0)
+        .map(|c| c.item)
+        .collect();
+    assert_eq!(
+        from_source,
+        vec![0, 2, 4, 6, 8],
+        "five showable candidates, not five minus the filtered"
+    );
+}
