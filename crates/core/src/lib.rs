@@ -8,4 +8,6 @@ pub mod types;
 pub use error::{CoreError, FieldError};
 pub use ids::{IdMap, Idx, NONE_IDX};
 pub use time::{Millis, TimeInput};
-pub use types::{Event, EventIn, EventKind, Item, ItemPatch, Mutation, Target, User};
+pub use types::{
+    EditorialList, Event, EventIn, EventKind, Item, ItemPatch, Mutation, Target, User,
+};

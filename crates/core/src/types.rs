@@ -405,6 +405,77 @@ impl EventIn {
     }
 }
 
+/// A curated list managed through `/v1/admin/editorial`: its items are candidates on the
+/// targeted surfaces while the list is active.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditorialList {
+    pub id: String,
+    /// Shown in explanations ("From our editors: {title}").
+    #[serde(default)]
+    pub title: String,
+    /// Item ids, best first.
+    pub items: Vec<String>,
+    /// Surfaces the list applies to; empty means every surface.
+    #[serde(default)]
+    pub surfaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<TimeInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<TimeInput>,
+    /// Multiplies the list's retrieval scores (default 1).
+    #[serde(default = "one")]
+    pub boost: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+impl EditorialList {
+    /// Whether the list applies to `surface` at `now`.
+    pub fn is_active(&self, surface: &str, now: Millis) -> bool {
+        self.starts_at.is_none_or(|t| t.0 <= now)
+            && self.ends_at.is_none_or(|t| now < t.0)
+            && (self.surfaces.is_empty() || self.surfaces.iter().any(|s| s == surface))
+    }
+
+    pub fn validate(&self) -> Result<(), FieldError> {
+        check_id("id", &self.id)?;
+        if self.title.len() > MAX_TITLE_LEN {
+            return Err(FieldError::new("invalid_value", "title", "too long"));
+        }
+        if self.items.is_empty() || self.items.len() > 1000 {
+            return Err(FieldError::new(
+                "invalid_value",
+                "items",
+                "needs 1..=1000 item ids",
+            ));
+        }
+        for (i, id) in self.items.iter().enumerate() {
+            check_id(&format!("items[{i}]"), id)?;
+        }
+        check_labels("surfaces", &self.surfaces)?;
+        if let (Some(s), Some(e)) = (self.starts_at, self.ends_at)
+            && e.0 <= s.0
+        {
+            return Err(FieldError::new(
+                "invalid_value",
+                "ends_at",
+                "must be after starts_at",
+            ));
+        }
+        if !self.boost.is_finite() || self.boost <= 0.0 || self.boost > 100.0 {
+            return Err(FieldError::new(
+                "invalid_value",
+                "boost",
+                "must be within (0, 100]",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A durable change to Cascade's state: the unit the event log stores and replays.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mutation {
@@ -412,6 +483,8 @@ pub enum Mutation {
     PatchItem { id: String, patch: ItemPatch },
     DeleteItem { id: String },
     UpsertUsers(Vec<User>),
+    UpsertEditorial(EditorialList),
+    DeleteEditorial { id: String },
     Events(Vec<Event>),
 }
 
@@ -421,6 +494,7 @@ impl Mutation {
         match self {
             Mutation::UpsertItems(v) => v.len(),
             Mutation::UpsertUsers(v) => v.len(),
+            Mutation::UpsertEditorial(_) | Mutation::DeleteEditorial { .. } => 1,
             Mutation::Events(v) => v.len(),
             Mutation::PatchItem { .. } | Mutation::DeleteItem { .. } => 1,
         }

@@ -162,6 +162,8 @@ pub struct Inner {
     /// Every weighted engagement (unix ms, item, weight), for point-in-time popularity when a
     /// request's `now` lies before the newest event.
     pub time_log: Vec<(Millis, Idx, f32)>,
+    /// Curated lists by id (few and small: kept as given, resolved per request).
+    pub editorial: std::collections::BTreeMap<String, cascade_core::EditorialList>,
     /// Newest engagement time applied (impressions excluded: they are stamped with the
     /// serving time and say nothing about what users chose).
     pub watermark: Millis,
@@ -212,6 +214,7 @@ impl State {
                 item_recs: Vec::new(),
                 item_hot: Vec::new(),
                 live_items: 0,
+                editorial: Default::default(),
                 categories: IdMap::new(),
                 creators: IdMap::new(),
                 creator_items: Vec::new(),
@@ -438,6 +441,12 @@ impl Inner {
                 }
             }
             Mutation::UpsertUsers(users) => users.iter().for_each(|u| self.upsert_user(u)),
+            Mutation::UpsertEditorial(list) => {
+                self.editorial.insert(list.id.clone(), list.clone());
+            }
+            Mutation::DeleteEditorial { id } => {
+                self.editorial.remove(id);
+            }
             Mutation::Events(events) => {
                 for e in events {
                     self.apply_event(e);

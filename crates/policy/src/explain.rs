@@ -20,6 +20,9 @@ pub struct ReasonTemplates {
     pub new_for_you: String,
     pub new_plain: String,
     pub picked_for_you: String,
+    pub editorial: String,
+    /// `{title}` is the editorial list's title.
+    pub editorial_titled: String,
 }
 
 impl Default for ReasonTemplates {
@@ -35,6 +38,8 @@ impl Default for ReasonTemplates {
             new_for_you: "New in {category}".into(),
             new_plain: "Just added".into(),
             picked_for_you: "Picked for you from what you watch".into(),
+            editorial: "Picked by our editors".into(),
+            editorial_titled: "From our editors: {title}".into(),
         }
     }
 }
@@ -93,6 +98,23 @@ impl Explainer for TemplateExplainer {
             return Reason {
                 code,
                 text: tpl.replace("{title}", &seed.title),
+            };
+        }
+        if from("editorial_pick") {
+            let now = ctx.query.now;
+            let id = g.item_id(cand.item);
+            let title = g
+                .editorial
+                .values()
+                .filter(|l| l.is_active(&ctx.query.surface, now))
+                .find(|l| !l.title.is_empty() && l.items.iter().any(|i| i == id))
+                .map(|l| l.title.as_str());
+            return Reason {
+                code: "editorial_pick",
+                text: match title {
+                    Some(title) => t.editorial_titled.replace("{title}", title),
+                    None => t.editorial.clone(),
+                },
             };
         }
         if from("picked_for_you") {

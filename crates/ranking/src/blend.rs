@@ -26,6 +26,7 @@ impl Default for BlendConfig {
                 ("similar".to_string(), 1.0),
                 ("popular".to_string(), 0.3),
                 ("embedding".to_string(), 0.5),
+                ("editorial".to_string(), 0.6),
                 ("trending".to_string(), 0.3),
                 ("follows".to_string(), 0.5),
                 ("fresh".to_string(), 0.2),

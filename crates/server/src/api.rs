@@ -9,7 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use cascade_core::{EventIn, Item, ItemPatch, Mutation, TimeInput, User, time::now_millis};
+use cascade_core::{
+    EditorialList, EventIn, Item, ItemPatch, Mutation, TimeInput, User, time::now_millis,
+};
 use cascade_pipeline::{PipelineResult, RequestContext};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -36,6 +38,7 @@ struct ApiDoc;
 enum Role {
     Read,
     Write,
+    Admin,
 }
 
 /// Builds the router with every v1 route, auth, metrics, and `/openapi.json`.
@@ -52,6 +55,10 @@ pub fn router(engine: Arc<Engine>) -> axum::Router {
         .routes(routes!(upsert_users))
         .routes(routes!(post_events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_write));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(list_editorial, upsert_editorial))
+        .routes(routes!(delete_editorial))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let open = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -59,6 +66,7 @@ pub fn router(engine: Arc<Engine>) -> axum::Router {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(reads)
         .merge(writes)
+        .merge(admin)
         .merge(open)
         .split_for_parts();
     let api = Arc::new(api);
@@ -138,6 +146,7 @@ fn authorize(state: &AppState, headers: &HeaderMap, role: Role) -> Result<(), Ap
     let allowed = match role {
         Role::Read => has(&auth.read_keys) || has(&auth.write_keys) || has(&auth.admin_keys),
         Role::Write => has(&auth.write_keys) || has(&auth.admin_keys),
+        Role::Admin => has(&auth.admin_keys),
     };
     if allowed {
         return Ok(());
@@ -175,6 +184,81 @@ async fn require_write(
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
+}
+
+async fn require_admin(
+    State(s): State<AppState>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match authorize(&s, req.headers(), Role::Admin) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EditorialLists {
+    pub lists: Vec<EditorialList>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EditorialChanged {
+    pub id: String,
+    pub status: String,
+}
+
+/// Curated lists (admin key required).
+#[utoipa::path(get, path = "/v1/admin/editorial", responses((status = 200, body = EditorialLists)))]
+async fn list_editorial(State(s): State<AppState>) -> Json<EditorialLists> {
+    let g = s.engine.env.state.read();
+    Json(EditorialLists {
+        lists: g.editorial.values().cloned().collect(),
+    })
+}
+
+/// Create or replace a curated list: its items become candidates of the `editorial` source on
+/// the targeted surfaces between `starts_at` and `ends_at`.
+#[utoipa::path(post, path = "/v1/admin/editorial", request_body = EditorialList,
+    responses((status = 200, body = EditorialChanged), (status = 400, body = ErrorBody)))]
+async fn upsert_editorial(
+    State(s): State<AppState>,
+    JsonBody(list): JsonBody<EditorialList>,
+) -> Result<Json<EditorialChanged>, ApiError> {
+    list.validate()?;
+    let id = list.id.clone();
+    s.engine
+        .writer
+        .submit(Mutation::UpsertEditorial(list))
+        .await?;
+    Ok(Json(EditorialChanged {
+        id,
+        status: "upserted".into(),
+    }))
+}
+
+/// Delete a curated list.
+#[utoipa::path(delete, path = "/v1/admin/editorial/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = EditorialChanged), (status = 404, body = ErrorBody)))]
+async fn delete_editorial(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EditorialChanged>, ApiError> {
+    if !s.engine.env.state.read().editorial.contains_key(&id) {
+        return Err(ApiError::not_found(
+            "list_not_found",
+            "id",
+            format!("no editorial list `{id}`"),
+        ));
+    }
+    s.engine
+        .writer
+        .submit(Mutation::DeleteEditorial { id: id.clone() })
+        .await?;
+    Ok(Json(EditorialChanged {
+        id,
+        status: "deleted".into(),
+    }))
 }
 
 fn check_batch<T>(state: &AppState, list: &str, v: &[T]) -> Result<(), ApiError> {

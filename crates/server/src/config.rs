@@ -173,6 +173,7 @@ pub enum SourceKind {
     Fresh,
     Follows,
     Embedding,
+    Editorial,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +280,7 @@ impl Default for SurfaceConfig {
                 SourceConfig::new(SourceKind::Similar, 500),
                 SourceConfig::new(SourceKind::Embedding, 300),
                 SourceConfig::new(SourceKind::Popular, 300),
+                SourceConfig::new(SourceKind::Editorial, 50),
                 SourceConfig::new(SourceKind::Trending, 100),
                 SourceConfig::new(SourceKind::Follows, 100),
                 SourceConfig::new(SourceKind::Fresh, 100),
@@ -457,7 +459,7 @@ mod tests {
             assert_eq!(c.server.max_n, 7);
             assert_eq!(c.surfaces["home"].budget_ms, 80);
             // Other defaults of the surface survive the partial override.
-            assert_eq!(c.surfaces["home"].sources.len(), 6);
+            assert_eq!(c.surfaces["home"].sources.len(), 7);
             Ok(())
         });
     }

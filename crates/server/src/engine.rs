@@ -14,8 +14,8 @@ use cascade_pipeline::{
 use cascade_policy::{SafetyFilter, SeenFilter, TemplateExplainer, TopScore};
 use cascade_ranking::{BlendScorer, ItemHydrator, UserItemHydrator, default_schema};
 use cascade_sources::{
-    EmbeddingSource, FollowsSource, FreshSource, ItemSimilaritySource, PopularSource,
-    TrendingSource,
+    EditorialSource, EmbeddingSource, FollowsSource, FreshSource, ItemSimilaritySource,
+    PopularSource, TrendingSource,
 };
 use cascade_storage::{DataDir, EventLog, LogOptions, LogWriter, ReplayStats};
 use std::collections::HashMap;
@@ -312,6 +312,7 @@ fn build_pipeline(
                     config: sc.fresh.unwrap_or_default(),
                 }),
                 SourceKind::Follows => Arc::new(FollowsSource { pool: pool.clone() }),
+                SourceKind::Editorial => Arc::new(EditorialSource),
                 SourceKind::Embedding => Arc::new(EmbeddingSource {
                     config: sc.embedding.unwrap_or_default(),
                     pool: pool.clone(),

@@ -641,6 +641,9 @@ async fn openapi_and_metrics_describe_the_service() {
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
+        ("/v1/admin/editorial", "get"),
+        ("/v1/admin/editorial", "post"),
+        ("/v1/admin/editorial/{id}", "delete"),
     ];
     for (path, method) in expect {
         assert!(
@@ -699,6 +702,148 @@ async fn a_new_catalog_is_served_before_any_model_rebuild() {
         r["items"][0]["reason"]["text"]
             .as_str()
             .is_some_and(|t| !t.is_empty())
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editorial_lists_are_admin_managed_time_boxed_and_durable() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let keys = |c: &mut Config| {
+        c.auth.write_keys = vec!["write-key-456".into()];
+        c.auth.admin_keys = vec!["admin-key-789".into()];
+    };
+    let s = TestServer::start(tmp.path(), keys).await;
+    let url = |p: &str| format!("{}{p}", s.base);
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth("admin-key-789");
+    let items = json!({"items": (0..30).map(|i| json!({"id": format!("e{i}"), "categories": ["X"]})).collect::<Vec<_>>()});
+    let r = s
+        .client
+        .post(url("/v1/items"))
+        .bearer_auth("write-key-456")
+        .json(&items)
+        .send()
+        .await
+        .expect("items");
+    assert_eq!(r.status().as_u16(), 200);
+    let list =
+        json!({"id": "staff", "title": "Staff picks", "items": ["e7", "e3"], "surfaces": ["home"]});
+    let r = s
+        .client
+        .post(url("/v1/admin/editorial"))
+        .bearer_auth("write-key-456")
+        .json(&list)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 403, "a write key is not an admin key");
+    let r = admin(s.client.post(url("/v1/admin/editorial")))
+        .json(&list)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let bad = json!({"id": "x", "items": ["e1"], "starts_at": 200, "ends_at": 100});
+    let r = admin(s.client.post(url("/v1/admin/editorial")))
+        .json(&bad)
+        .send()
+        .await
+        .expect("send");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["field"], "ends_at");
+    let expired = json!({"id": "old", "title": "Old", "items": ["e9"], "ends_at": 1_000});
+    assert_eq!(
+        admin(s.client.post(url("/v1/admin/editorial")))
+            .json(&expired)
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        200
+    );
+
+    let recs = |surface: &'static str| {
+        let r = admin(s.client.get(url(&format!(
+            "/v1/recommendations/{surface}?user_id=reader&n=5"
+        ))));
+        async move {
+            r.send()
+                .await
+                .expect("recs")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let home = recs("home").await;
+    let first = &home["items"][0];
+    assert_eq!(first["item_id"], "e7", "{home}");
+    assert_eq!(first["reason"]["code"], "editorial_pick");
+    assert_eq!(first["reason"]["text"], "From our editors: Staff picks");
+    assert_eq!(home["items"][1]["item_id"], "e3");
+    let picks = home["items"].as_array().expect("a");
+    assert!(
+        picks
+            .iter()
+            .all(|i| !(i["item_id"] == "e9" && i["reason"]["code"] == "editorial_pick")),
+        "an expired list is not used"
+    );
+    let feed = recs("feed").await;
+    assert!(
+        feed["items"]
+            .as_array()
+            .expect("a")
+            .iter()
+            .all(|i| i["reason"]["code"] != "editorial_pick"),
+        "the list targets home only"
+    );
+
+    let listed: Value = admin(s.client.get(url("/v1/admin/editorial")))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["lists"].as_array().map(Vec::len), Some(2));
+    s.stop().await;
+    // Durable: after a restart the list is still there; then it can be deleted.
+    let s = TestServer::start(tmp.path(), keys).await;
+    let url = |p: &str| format!("{}{p}", s.base);
+    let r = s
+        .client
+        .delete(url("/v1/admin/editorial/staff"))
+        .bearer_auth("admin-key-789")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s
+        .client
+        .delete(url("/v1/admin/editorial/staff"))
+        .bearer_auth("admin-key-789")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 404);
+    let home: Value = s
+        .client
+        .get(url("/v1/recommendations/home?user_id=reader&n=5"))
+        .bearer_auth("admin-key-789")
+        .send()
+        .await
+        .expect("recs")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        home["items"]
+            .as_array()
+            .expect("a")
+            .iter()
+            .all(|i| i["reason"]["code"] != "editorial_pick"),
+        "{home}"
     );
     s.stop().await;
 }

@@ -6,6 +6,6 @@ mod popular;
 mod similar;
 
 pub use embedding::{EmbeddingConfig, EmbeddingSource};
-pub use lists::{FollowsSource, FreshConfig, FreshSource, TrendingSource};
+pub use lists::{EditorialSource, FollowsSource, FreshConfig, FreshSource, TrendingSource};
 pub use popular::PopularSource;
 pub use similar::{ItemSimilaritySource, SimilarConfig};

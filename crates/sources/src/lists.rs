@@ -137,3 +137,44 @@ fn newest_of(g: &cascade_features::Inner, creators: &[u32], now: Millis, limit: 
     hits.truncate(limit);
     hits
 }
+
+/// Items of the curated lists active at `now` for the request's surface, in list order,
+/// scaled by each list's boost.
+#[derive(Debug, Default)]
+pub struct EditorialSource;
+
+#[async_trait]
+impl CandidateSource for EditorialSource {
+    fn name(&self) -> &str {
+        "editorial"
+    }
+
+    fn reason_code(&self) -> &'static str {
+        "editorial_pick"
+    }
+
+    async fn retrieve(&self, ctx: &RequestCtx, limit: usize) -> Result<Vec<Hit>, ComponentError> {
+        let now = ctx.query.now;
+        let g = ctx.state.read();
+        let mut hits: Vec<Hit> = Vec::new();
+        // Lists are few and short (at most 1,000 items each): a direct pass is cheaper than a
+        // hop to the CPU pool.
+        for list in g
+            .editorial
+            .values()
+            .filter(|l| l.is_active(&ctx.query.surface, now))
+        {
+            let n = list.items.len() as f32;
+            for (pos, id) in list.items.iter().enumerate() {
+                if let Some(item) = g.items.get(id) {
+                    hits.push(Hit::new(item, list.boost * (1.0 - pos as f32 / n)));
+                }
+            }
+        }
+        hits.sort_unstable_by(|a, b| a.item.cmp(&b.item).then(b.score.total_cmp(&a.score)));
+        hits.dedup_by_key(|h| h.item);
+        hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+        hits.truncate(limit);
+        Ok(hits)
+    }
+}

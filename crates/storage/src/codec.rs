@@ -5,7 +5,7 @@
 //! self-describing `serde_json::Value`.
 
 use crate::{Result, StorageError};
-use cascade_core::{Event, Item, ItemPatch, Mutation, User};
+use cascade_core::{EditorialList, Event, Item, ItemPatch, Mutation, User};
 use serde::{Deserialize, Serialize};
 
 const EVENTS_V1: u8 = 1;
@@ -13,6 +13,8 @@ const UPSERT_ITEMS_V1: u8 = 2;
 const PATCH_ITEM_V1: u8 = 3;
 const DELETE_ITEM_V1: u8 = 4;
 const UPSERT_USERS_V1: u8 = 5;
+const UPSERT_EDITORIAL_V1: u8 = 6;
+const DELETE_EDITORIAL_V1: u8 = 7;
 
 #[derive(Serialize, Deserialize)]
 struct Patch {
@@ -45,6 +47,8 @@ pub(crate) fn encode(m: &Mutation, out: &mut Vec<u8>) -> Result<()> {
             out,
         ),
         Mutation::DeleteItem { id } => json(DELETE_ITEM_V1, id, out),
+        Mutation::UpsertEditorial(list) => json(UPSERT_EDITORIAL_V1, list, out),
+        Mutation::DeleteEditorial { id } => json(DELETE_EDITORIAL_V1, id, out),
         Mutation::UpsertUsers(users) => json(UPSERT_USERS_V1, users, out),
     }
 }
@@ -73,6 +77,12 @@ pub(crate) fn decode(payload: &[u8]) -> std::result::Result<Mutation, String> {
         UPSERT_USERS_V1 => Mutation::UpsertUsers(
             serde_json::from_slice::<Vec<User>>(body).map_err(|e| e.to_string())?,
         ),
+        UPSERT_EDITORIAL_V1 => Mutation::UpsertEditorial(
+            serde_json::from_slice::<EditorialList>(body).map_err(|e| e.to_string())?,
+        ),
+        DELETE_EDITORIAL_V1 => Mutation::DeleteEditorial {
+            id: serde_json::from_slice(body).map_err(|e| e.to_string())?,
+        },
         k => return Err(format!("unknown record kind {k}")),
     };
     Ok(m)
