@@ -283,7 +283,7 @@ impl Pipeline {
 
     fn empty_result(
         &self,
-        _env: &Env,
+        env: &Env,
         mut degraded: Vec<String>,
         timings: Vec<(&'static str, f64)>,
     ) -> PipelineResult {
@@ -305,9 +305,9 @@ impl Pipeline {
             user: Default::default(),
             session: Vec::new(),
             exclude: Vec::new(),
-            state: _env.state.clone(),
-            models: _env.models.load(),
-            popular: _env.models.load().popular.clone(),
+            state: env.state.clone(),
+            popular: env.models.load().popular.clone(),
+            models: env.models.load(),
             live: true,
             started: now,
             deadline: now,

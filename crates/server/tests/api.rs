@@ -78,6 +78,26 @@ impl TestServer {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A request with an optional API key (as `Authorization: Bearer`) and JSON body.
+    async fn keyed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut r = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        let r = r.send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .client
@@ -485,68 +505,48 @@ async fn bad_input_is_rejected_whole_with_the_field_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_separate_read_and_write() {
+    use reqwest::Method;
     let tmp = tempfile::tempdir().expect("tmp");
     let s = TestServer::start(tmp.path(), |c| {
         c.auth.read_keys = vec!["read-key-123".into()];
         c.auth.write_keys = vec!["write-key-456".into()];
     })
     .await;
-    let url = |p: &str| format!("{}{p}", s.base);
     let item = json!({"items": [{"id": "a"}]});
-    let r = s
-        .client
-        .post(url("/v1/items"))
-        .json(&item)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status().as_u16(), 401);
-    let body: Value = r.json().await.expect("json");
+    let (st, body) = s.keyed(Method::POST, "/v1/items", None, Some(&item)).await;
+    assert_eq!(st, 401);
     assert_eq!(body["error"]["field"], "authorization");
+    let (st, _) = s
+        .keyed(Method::POST, "/v1/items", Some("read-key-123"), Some(&item))
+        .await;
+    assert_eq!(st, 403, "a read key cannot write");
+    let (st, _) = s
+        .keyed(
+            Method::POST,
+            "/v1/items",
+            Some("wrong-key-000"),
+            Some(&item),
+        )
+        .await;
+    assert_eq!(st, 401);
     let r = s
         .client
-        .post(url("/v1/items"))
-        .bearer_auth("read-key-123")
-        .json(&item)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status().as_u16(), 403, "a read key cannot write");
-    let r = s
-        .client
-        .post(url("/v1/items"))
-        .bearer_auth("wrong-key-000")
-        .json(&item)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status().as_u16(), 401);
-    let r = s
-        .client
-        .post(url("/v1/items"))
+        .post(format!("{}/v1/items", s.base))
         .header("x-api-key", "write-key-456")
         .json(&item)
         .send()
         .await
         .expect("send");
-    assert_eq!(r.status().as_u16(), 200);
-    let r = s
-        .client
-        .get(url("/v1/recommendations/home?user_id=u"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status().as_u16(), 401);
-    let r = s
-        .client
-        .get(url("/v1/recommendations/home?user_id=u"))
-        .bearer_auth("read-key-123")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status().as_u16(), 200);
-    let r = s.client.get(url("/healthz")).send().await.expect("send");
-    assert_eq!(r.status().as_u16(), 200, "health stays open");
+    assert_eq!(r.status().as_u16(), 200, "X-API-Key works too");
+    let recs = "/v1/recommendations/home?user_id=u";
+    assert_eq!(s.keyed(Method::GET, recs, None, None).await.0, 401);
+    assert_eq!(
+        s.keyed(Method::GET, recs, Some("read-key-123"), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(s.get("/healthz").await.0, 200, "health stays open");
     s.stop().await;
 }
 
@@ -708,142 +708,133 @@ async fn a_new_catalog_is_served_before_any_model_rebuild() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn editorial_lists_are_admin_managed_time_boxed_and_durable() {
+    use reqwest::Method;
+    const ADMIN: Option<&str> = Some("admin-key-789");
+    const WRITE: Option<&str> = Some("write-key-456");
     let tmp = tempfile::tempdir().expect("tmp");
     let keys = |c: &mut Config| {
         c.auth.write_keys = vec!["write-key-456".into()];
         c.auth.admin_keys = vec!["admin-key-789".into()];
     };
+    let editorial_picks = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|i| i["reason"]["code"] == "editorial_pick")
+            .map(|i| i["item_id"].as_str().expect("id").to_string())
+            .collect()
+    };
     let s = TestServer::start(tmp.path(), keys).await;
-    let url = |p: &str| format!("{}{p}", s.base);
-    let admin = |r: reqwest::RequestBuilder| r.bearer_auth("admin-key-789");
-    let items = json!({"items": (0..30).map(|i| json!({"id": format!("e{i}"), "categories": ["X"]})).collect::<Vec<_>>()});
-    let r = s
-        .client
-        .post(url("/v1/items"))
-        .bearer_auth("write-key-456")
-        .json(&items)
-        .send()
+    let items: Vec<Value> = (0..30)
+        .map(|i| json!({"id": format!("e{i}"), "categories": ["X"]}))
+        .collect();
+    assert_eq!(
+        s.keyed(
+            Method::POST,
+            "/v1/items",
+            WRITE,
+            Some(&json!({ "items": items }))
+        )
         .await
-        .expect("items");
-    assert_eq!(r.status().as_u16(), 200);
+        .0,
+        200
+    );
     let list =
         json!({"id": "staff", "title": "Staff picks", "items": ["e7", "e3"], "surfaces": ["home"]});
-    let r = s
-        .client
-        .post(url("/v1/admin/editorial"))
-        .bearer_auth("write-key-456")
-        .json(&list)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status().as_u16(), 403, "a write key is not an admin key");
-    let r = admin(s.client.post(url("/v1/admin/editorial")))
-        .json(&list)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status().as_u16(), 200);
+    let (st, _) = s
+        .keyed(Method::POST, "/v1/admin/editorial", WRITE, Some(&list))
+        .await;
+    assert_eq!(st, 403, "a write key is not an admin key");
+    assert_eq!(
+        s.keyed(Method::POST, "/v1/admin/editorial", ADMIN, Some(&list))
+            .await
+            .0,
+        200
+    );
     let bad = json!({"id": "x", "items": ["e1"], "starts_at": 200, "ends_at": 100});
-    let r = admin(s.client.post(url("/v1/admin/editorial")))
-        .json(&bad)
-        .send()
-        .await
-        .expect("send");
-    let body: Value = r.json().await.expect("json");
-    assert_eq!(body["error"]["field"], "ends_at");
+    let (st, body) = s
+        .keyed(Method::POST, "/v1/admin/editorial", ADMIN, Some(&bad))
+        .await;
+    assert_eq!(
+        (st, body["error"]["field"].as_str()),
+        (400, Some("ends_at"))
+    );
     let expired = json!({"id": "old", "title": "Old", "items": ["e9"], "ends_at": 1_000});
     assert_eq!(
-        admin(s.client.post(url("/v1/admin/editorial")))
-            .json(&expired)
-            .send()
+        s.keyed(Method::POST, "/v1/admin/editorial", ADMIN, Some(&expired))
             .await
-            .expect("send")
-            .status()
-            .as_u16(),
+            .0,
         200
     );
 
-    let recs = |surface: &'static str| {
-        let r = admin(s.client.get(url(&format!(
-            "/v1/recommendations/{surface}?user_id=reader&n=5"
-        ))));
-        async move {
-            r.send()
-                .await
-                .expect("recs")
-                .json::<Value>()
-                .await
-                .expect("json")
-        }
-    };
-    let home = recs("home").await;
-    let first = &home["items"][0];
-    assert_eq!(first["item_id"], "e7", "{home}");
-    assert_eq!(first["reason"]["code"], "editorial_pick");
-    assert_eq!(first["reason"]["text"], "From our editors: Staff picks");
-    assert_eq!(home["items"][1]["item_id"], "e3");
-    let picks = home["items"].as_array().expect("a");
-    assert!(
-        picks
-            .iter()
-            .all(|i| !(i["item_id"] == "e9" && i["reason"]["code"] == "editorial_pick")),
-        "an expired list is not used"
+    let (_, home) = s
+        .keyed(
+            Method::GET,
+            "/v1/recommendations/home?user_id=reader&n=5",
+            ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(
+        editorial_picks(&home),
+        vec!["e7", "e3"],
+        "in list order; the expired list unused: {home}"
     );
-    let feed = recs("feed").await;
+    assert_eq!(home["items"][0]["item_id"], "e7");
+    assert_eq!(
+        home["items"][0]["reason"]["text"],
+        "From our editors: Staff picks"
+    );
+    let (_, feed) = s
+        .keyed(
+            Method::GET,
+            "/v1/recommendations/feed?user_id=reader&n=5",
+            ADMIN,
+            None,
+        )
+        .await;
     assert!(
-        feed["items"]
-            .as_array()
-            .expect("a")
-            .iter()
-            .all(|i| i["reason"]["code"] != "editorial_pick"),
+        editorial_picks(&feed).is_empty(),
         "the list targets home only"
     );
-
-    let listed: Value = admin(s.client.get(url("/v1/admin/editorial")))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let (_, listed) = s
+        .keyed(Method::GET, "/v1/admin/editorial", ADMIN, None)
+        .await;
     assert_eq!(listed["lists"].as_array().map(Vec::len), Some(2));
     s.stop().await;
+
     // Durable: after a restart the list is still there; then it can be deleted.
     let s = TestServer::start(tmp.path(), keys).await;
-    let url = |p: &str| format!("{}{p}", s.base);
-    let r = s
-        .client
-        .delete(url("/v1/admin/editorial/staff"))
-        .bearer_auth("admin-key-789")
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status().as_u16(), 200);
-    let r = s
-        .client
-        .delete(url("/v1/admin/editorial/staff"))
-        .bearer_auth("admin-key-789")
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status().as_u16(), 404);
-    let home: Value = s
-        .client
-        .get(url("/v1/recommendations/home?user_id=reader&n=5"))
-        .bearer_auth("admin-key-789")
-        .send()
-        .await
-        .expect("recs")
-        .json()
-        .await
-        .expect("json");
-    assert!(
-        home["items"]
-            .as_array()
-            .expect("a")
-            .iter()
-            .all(|i| i["reason"]["code"] != "editorial_pick"),
-        "{home}"
+    let (_, home) = s
+        .keyed(
+            Method::GET,
+            "/v1/recommendations/home?user_id=reader&n=5",
+            ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(editorial_picks(&home), vec!["e7", "e3"]);
+    assert_eq!(
+        s.keyed(Method::DELETE, "/v1/admin/editorial/staff", ADMIN, None)
+            .await
+            .0,
+        200
     );
+    assert_eq!(
+        s.keyed(Method::DELETE, "/v1/admin/editorial/staff", ADMIN, None)
+            .await
+            .0,
+        404
+    );
+    let (_, home) = s
+        .keyed(
+            Method::GET,
+            "/v1/recommendations/home?user_id=reader&n=5",
+            ADMIN,
+            None,
+        )
+        .await;
+    assert!(editorial_picks(&home).is_empty(), "{home}");
     s.stop().await;
 }

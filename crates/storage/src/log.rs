@@ -396,6 +396,15 @@ mod tests {
         (log, seen, stats)
     }
 
+    /// A closed log holding records "a" and "b"; returns its only segment.
+    fn two_records(dir: &Path) -> PathBuf {
+        let (mut log, _, _) = open(dir);
+        log.append(&events(2, "a")).expect("a");
+        log.append(&events(2, "b")).expect("b");
+        log.sync().expect("sync");
+        segment_path(dir, 1)
+    }
+
     #[test]
     fn append_and_replay_in_order() {
         let tmp = tempfile::tempdir().expect("tmp");
@@ -415,12 +424,7 @@ mod tests {
     #[test]
     fn torn_tail_is_truncated_not_served() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let (mut log, _, _) = open(tmp.path());
-        log.append(&events(2, "a")).expect("a");
-        log.append(&events(2, "b")).expect("b");
-        log.sync().expect("sync");
-        drop(log);
-        let seg = segment_path(tmp.path(), 1);
+        let seg = two_records(tmp.path());
         let full = std::fs::metadata(&seg).expect("meta").len();
         // Cut the last record in half: a crash mid-write.
         let f = OpenOptions::new().write(true).open(&seg).expect("f");
@@ -441,12 +445,7 @@ mod tests {
     #[test]
     fn flipped_byte_in_tail_is_detected_by_checksum() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let (mut log, _, _) = open(tmp.path());
-        log.append(&events(2, "a")).expect("a");
-        log.append(&events(2, "b")).expect("b");
-        log.sync().expect("sync");
-        drop(log);
-        let seg = segment_path(tmp.path(), 1);
+        let seg = two_records(tmp.path());
         let mut bytes = std::fs::read(&seg).expect("read");
         let n = bytes.len();
         bytes[n - 3] ^= 0xff;
@@ -484,12 +483,7 @@ mod tests {
     #[test]
     fn damage_before_the_end_of_the_newest_segment_is_an_error_not_a_cut() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let (mut log, _, _) = open(tmp.path());
-        log.append(&events(2, "a")).expect("a");
-        log.append(&events(2, "b")).expect("b");
-        log.sync().expect("sync");
-        drop(log);
-        let seg = segment_path(tmp.path(), 1);
+        let seg = two_records(tmp.path());
         let mut bytes = std::fs::read(&seg).expect("read");
         // A byte inside the first record's payload: a whole record still follows it.
         bytes[HEADER as usize + 12] ^= 0xff;
