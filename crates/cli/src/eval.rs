@@ -12,8 +12,9 @@ use crate::store::StoreSink;
 use crate::world::WorldSink;
 use anyhow::{Context, bail};
 use cascade_core::{Event, Item, Millis, TimeInput};
-use cascade_server::config::{SourceConfig, SurfaceConfig};
+use cascade_server::config::{SourceConfig, SourceKind, SurfaceConfig};
 use cascade_server::{Config, Engine};
+use cascade_sources::EmbeddingConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -165,6 +166,17 @@ fn eval_surfaces(cfg: &mut Config, budget: usize) -> anyhow::Result<Vec<(String,
         s.scorer.category_affinity = 0.0;
         s.scorer.creator_affinity = 0.0;
         s.scorer.follows_creator = 0.0;
+        if src.kind == SourceKind::Embedding {
+            // The trained user vector alone (no blend with recent items): the row to hold
+            // against implicit's ALS.
+            let mut pure = s.clone();
+            pure.sources[0].embedding = Some(EmbeddingConfig {
+                recent_items: 0,
+                recent_weight: 0.0,
+            });
+            cfg.surfaces.insert("als_user_vector".into(), pure);
+            rows.push(("als_user_vector".into(), 50));
+        }
         cfg.surfaces.insert(name.clone(), s);
         rows.push((name, 50));
     }

@@ -5,6 +5,7 @@ mod eval;
 mod generate;
 mod import;
 mod store;
+mod train;
 mod world;
 
 use anyhow::Context;
@@ -75,6 +76,20 @@ enum Command {
         events: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+    /// Train embeddings, co-visitation, embedding neighbours and the HNSW index from a data
+    /// dir's log and write a versioned model bundle that `serve` loads (stop the server first).
+    Train {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Users whose newest engagement is held out to measure the model (0: none).
+        #[arg(long, default_value_t = 500)]
+        holdout_users: usize,
+        /// Print the manifest as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure ingest throughput and recommendation latency under concurrent load.
     Bench(bench::BenchArgs),
@@ -161,6 +176,16 @@ fn main() -> anyhow::Result<()> {
             events,
             seed,
         } => demo(data_dir, dataset, addr, (items, users, events, seed)),
+        Command::Train {
+            data_dir,
+            config,
+            holdout_users,
+            json,
+        } => {
+            let mut cfg = Config::load(config.as_deref())?;
+            cfg.data_dir = data_dir;
+            train::run(&cfg, holdout_users, json)
+        }
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
     }

@@ -168,6 +168,14 @@ pub struct Inner {
     /// serving time and say nothing about what users chose).
     pub watermark: Millis,
     pub events_applied: u64,
+    /// Items from this index on are newer than the trained embeddings: their positive
+    /// engagements are logged in `fold_pairs` as `(item, user)` so the data loop can fold
+    /// them into the ANN index without a retrain. `Idx::MAX` (nothing logged) until a model
+    /// is trained.
+    pub fold_from: Idx,
+    pub fold_pairs: Vec<(Idx, Idx)>,
+    /// Bumped when `fold_from` moves, so a reader's cursor into `fold_pairs` restarts.
+    pub fold_epoch: u64,
     /// Bumped by every mutation that can change derived models (all but impression-only
     /// batches), so the data loop rebuilds only when something it reads changed.
     pub generation: u64,
@@ -226,6 +234,9 @@ impl State {
                 engagements: Vec::new(),
                 impressions: Vec::new(),
                 time_log: Vec::new(),
+                fold_from: Idx::MAX,
+                fold_pairs: Vec::new(),
+                fold_epoch: 0,
                 watermark: 0,
                 events_applied: 0,
                 generation: 0,
@@ -234,6 +245,27 @@ impl State {
     }
 
     /// A read guard: hold it briefly, never across an `.await`.
+    /// Marks items from `from` on (default: every item interned from now on) as untrained
+    /// (see [`Inner::fold_from`]) and returns the boundary. Engagements already applied with
+    /// such items are logged from the users' histories, so a model loaded from an older
+    /// bundle folds in what arrived after it was trained.
+    pub fn start_fold_log(&self, from: Option<Idx>) -> Idx {
+        let mut g = self.inner.write();
+        let from = from.unwrap_or(g.items.len() as Idx);
+        let g = &mut *g;
+        g.fold_from = from;
+        g.fold_pairs.clear();
+        if (from as usize) < g.items.len() {
+            for (u, st) in g.user_states.iter().enumerate() {
+                let start = st.engaged.partition_point(|&(i, _)| i < from);
+                g.fold_pairs
+                    .extend(st.engaged[start..].iter().map(|&(i, _)| (i, u as Idx)));
+            }
+        }
+        g.fold_epoch += 1;
+        from
+    }
+
     pub fn read(&self) -> RwLockReadGuard<'_, Inner> {
         self.inner.read()
     }
@@ -488,6 +520,9 @@ impl Inner {
                         log_add(self.popularity_short[i], self.decay_short.log_term(w, e.ts));
                     self.engagements[i] += 1;
                     self.time_log.push((e.ts, item, w));
+                }
+                if e.kind.is_positive() && item >= self.fold_from {
+                    self.fold_pairs.push((item, user));
                 }
                 let cap = self.config.history_cap;
                 let st = &mut self.user_states[user as usize];

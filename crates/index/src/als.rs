@@ -92,11 +92,17 @@ impl Interactions {
 }
 
 /// Learned user and item vectors, row-major.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Embeddings {
     pub dim: usize,
     pub users: Vec<f32>,
     pub items: Vec<f32>,
+    /// `XᵀX` of the user vectors, kept so new items can be folded in without a retrain.
+    #[serde(default)]
+    pub user_gram: Vec<f32>,
+    /// The solver's settings, which a fold-in must share.
+    #[serde(default)]
+    pub als: AlsConfig,
 }
 
 impl Embeddings {
@@ -112,6 +118,62 @@ impl Embeddings {
 
     pub fn n_items(&self) -> usize {
         self.items.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    pub fn n_users(&self) -> usize {
+        self.users.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    /// A vector for an item the model was not trained on, from the users who engaged with
+    /// it (`(user, weight)`): the exact ALS item update against the fixed user vectors (the
+    /// same normal equations as training), so it lands where a retrain would put it. `None`
+    /// when none of those users has a vector.
+    pub fn fold_in_item(&self, engaged: &[(Idx, f32)]) -> Option<Vec<f32>> {
+        let f = self.dim;
+        let mut cols = Vec::with_capacity(engaged.len());
+        let mut ws = Vec::with_capacity(engaged.len());
+        for &(u, w) in engaged {
+            if (u as usize) < self.n_users() {
+                cols.push(u);
+                ws.push(w);
+            }
+        }
+        if cols.is_empty() || self.user_gram.len() != f * f {
+            return None;
+        }
+        let mut x = vec![0f32; f];
+        let cfg = AlsConfig {
+            cg_steps: f.min(32),
+            factors: f,
+            ..self.als
+        };
+        cg_row(
+            &mut x,
+            &self.users,
+            &self.user_gram,
+            &cols,
+            &ws,
+            &cfg,
+            &mut Scratch::new(f),
+        );
+        x.iter().all(|v| v.is_finite()).then_some(x)
+    }
+}
+
+/// Per-thread CG work vectors.
+struct Scratch {
+    r: Vec<f32>,
+    p: Vec<f32>,
+    ap: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(f: usize) -> Self {
+        Self {
+            r: vec![0f32; f],
+            p: vec![0f32; f],
+            ap: vec![0f32; f],
+        }
     }
 }
 
@@ -149,46 +211,62 @@ fn gram(y: &[f32], f: usize) -> Vec<f32> {
     out
 }
 
+/// Conjugate-gradient steps on one row's normal equations, warm-started from `xu`:
+/// `(YᵀY + Yᵀ(Cᵤ − I)Y + λI) xᵤ = YᵀCᵤp(u)`.
+fn cg_row(
+    xu: &mut [f32],
+    y: &[f32],
+    yty: &[f32],
+    cols: &[Idx],
+    ws: &[f32],
+    cfg: &AlsConfig,
+    s: &mut Scratch,
+) {
+    let f = cfg.factors;
+    let (r, p, ap) = (&mut s.r, &mut s.p, &mut s.ap);
+    // r = b − A x, with b = Σ cᵢ yᵢ and A x = YᵀY x + Σ (cᵢ − 1)(yᵢ·x) yᵢ + λ x.
+    for k in 0..f {
+        r[k] = -cfg.regularization * xu[k] - dot(&yty[k * f..(k + 1) * f], xu);
+    }
+    for (&i, &w) in cols.iter().zip(ws) {
+        let yi = &y[i as usize * f..(i as usize + 1) * f];
+        let c = 1.0 + cfg.alpha * w;
+        axpy(r, c - (c - 1.0) * dot(yi, xu), yi);
+    }
+    p.copy_from_slice(r);
+    let mut rsold = dot(r, r);
+    for _ in 0..cfg.cg_steps {
+        if rsold < 1e-20 {
+            break;
+        }
+        for k in 0..f {
+            ap[k] = cfg.regularization * p[k] + dot(&yty[k * f..(k + 1) * f], p);
+        }
+        for (&i, &w) in cols.iter().zip(ws) {
+            let yi = &y[i as usize * f..(i as usize + 1) * f];
+            axpy(ap, cfg.alpha * w * dot(yi, p), yi);
+        }
+        let alpha = rsold / dot(p, ap);
+        axpy(xu, alpha, p);
+        axpy(r, -alpha, ap);
+        let rsnew = dot(r, r);
+        let beta = rsnew / rsold;
+        for k in 0..f {
+            p[k] = r[k] + beta * p[k];
+        }
+        rsold = rsnew;
+    }
+}
+
 /// One half-iteration: re-solves every row of `x` against fixed `y`.
 fn solve_side(x: &mut [f32], y: &[f32], data: &Interactions, cfg: &AlsConfig) {
     let f = cfg.factors;
     let yty = gram(y, f);
     x.par_chunks_mut(f).enumerate().for_each_init(
-        || (vec![0f32; f], vec![0f32; f], vec![0f32; f]),
-        |(r, p, ap), (row, xu)| {
+        || Scratch::new(f),
+        |s, (row, xu)| {
             let (cols, ws) = data.row(row);
-            // r = b − A x, with b = Σ cᵢ yᵢ and A x = YᵀY x + Σ (cᵢ − 1)(yᵢ·x) yᵢ + λ x.
-            for k in 0..f {
-                r[k] = -cfg.regularization * xu[k] - dot(&yty[k * f..(k + 1) * f], xu);
-            }
-            for (&i, &w) in cols.iter().zip(ws) {
-                let yi = &y[i as usize * f..(i as usize + 1) * f];
-                let c = 1.0 + cfg.alpha * w;
-                axpy(r, c - (c - 1.0) * dot(yi, xu), yi);
-            }
-            p.copy_from_slice(r);
-            let mut rsold = dot(r, r);
-            for _ in 0..cfg.cg_steps {
-                if rsold < 1e-20 {
-                    break;
-                }
-                for k in 0..f {
-                    ap[k] = cfg.regularization * p[k] + dot(&yty[k * f..(k + 1) * f], p);
-                }
-                for (&i, &w) in cols.iter().zip(ws) {
-                    let yi = &y[i as usize * f..(i as usize + 1) * f];
-                    axpy(ap, cfg.alpha * w * dot(yi, p), yi);
-                }
-                let alpha = rsold / dot(p, ap);
-                axpy(xu, alpha, p);
-                axpy(r, -alpha, ap);
-                let rsnew = dot(r, r);
-                let beta = rsnew / rsold;
-                for k in 0..f {
-                    p[k] = r[k] + beta * p[k];
-                }
-                rsold = rsnew;
-            }
+            cg_row(xu, y, &yty, cols, ws, cfg, s);
         },
     );
 }
@@ -217,10 +295,13 @@ pub fn train(
         solve_side(&mut items, &users, &by_item, &cfg);
         progress(it + 1);
     }
+    let user_gram = gram(&users, f);
     Embeddings {
         dim: f,
         users,
         items,
+        user_gram,
+        als: cfg,
     }
 }
 
@@ -234,6 +315,35 @@ mod tests {
         let b: Vec<f32> = (0..67).map(|i| 1.0 - i as f32 * 0.01).collect();
         let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert!((dot(&a, &b) - naive).abs() < 1e-3);
+    }
+
+    #[test]
+    fn folded_in_item_lands_with_its_taste_group() {
+        let mut t = Vec::new();
+        for u in 0..40u32 {
+            let base = if u < 20 { 0 } else { 10 };
+            for i in 0..10u32 {
+                t.push((u, base + i, 1.0));
+            }
+        }
+        let data = Interactions::from_triples(40, t);
+        let cfg = AlsConfig {
+            factors: 8,
+            iterations: 10,
+            ..Default::default()
+        };
+        let e = train(&data, 20, &cfg, |_| {});
+        // A new item engaged by five users of the first group.
+        let v = e
+            .fold_in_item(&[(1, 1.0), (3, 1.0), (5, 1.0), (8, 1.0), (13, 1.0)])
+            .expect("fold-in");
+        let group_a = dot(e.user(2).expect("u"), &v);
+        let group_b = dot(e.user(25).expect("u"), &v);
+        assert!(group_a > group_b + 0.1, "{group_a} vs {group_b}");
+        assert!(
+            e.fold_in_item(&[(999, 1.0)]).is_none(),
+            "no known user, no vector"
+        );
     }
 
     #[test]

@@ -49,7 +49,8 @@ impl Default for CoVisConfig {
 }
 
 /// Neighbour lists in compressed rows: `neighbors[offsets[a]..offsets[a+1]]`, best first.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Also holds the embedding-neighbour lists, which have the same shape.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CoVisitation {
     offsets: Vec<u32>,
     neighbors: Vec<Idx>,
@@ -153,11 +154,17 @@ impl CoVisitation {
                 },
             )
             .collect();
+        Self::from_rows(rows)
+    }
+
+    /// Packs per-item neighbour rows (each best first).
+    pub fn from_rows(rows: Vec<Vec<(Idx, f32)>>) -> Self {
         let mut out = CoVisitation {
-            offsets: Vec::with_capacity(n_items + 1),
-            neighbors: Vec::new(),
+            offsets: Vec::with_capacity(rows.len() + 1),
+            neighbors: Vec::with_capacity(rows.iter().map(Vec::len).sum()),
             weights: Vec::new(),
         };
+        out.weights.reserve(out.neighbors.capacity());
         out.offsets.push(0);
         for row in rows {
             for (b, w) in row {

@@ -5,11 +5,17 @@
 //! data loop swaps them in with [`ModelStore::publish`]. Requests never wait for a build.
 
 pub mod als;
+pub mod ann;
+pub mod bundle;
 pub mod covis;
+pub mod fold;
 pub mod popular;
 mod store;
 
 pub use als::{AlsConfig, Embeddings, Interactions};
+pub use ann::{AnnConfig, AnnError, AnnIndex, Quantization};
+pub use bundle::{Bundle, BundleError, Manifest};
 pub use covis::{CoVisConfig, CoVisitation};
+pub use fold::{FoldStats, ItemFolder};
 pub use popular::PopularLists;
 pub use store::{ModelStore, Models};

@@ -15,6 +15,10 @@ pub struct Models {
     pub covis: Arc<CoVisitation>,
     /// Learned user and item vectors, when trained.
     pub embeddings: Option<Arc<crate::Embeddings>>,
+    /// HNSW index over the item vectors; items added since training are inserted in place.
+    pub ann: Option<Arc<crate::AnnIndex>>,
+    /// Nearest items by embedding (cosine), for the `similar` source.
+    pub item_neighbors: Arc<CoVisitation>,
 }
 
 /// Holds the current [`Models`] behind an `ArcSwap`: readers load without locking, the data
@@ -63,6 +67,8 @@ impl ModelStore {
             popular: Arc::new(popular),
             covis: cur.covis.clone(),
             embeddings: cur.embeddings.clone(),
+            ann: cur.ann.clone(),
+            item_neighbors: cur.item_neighbors.clone(),
         });
     }
 

@@ -74,11 +74,21 @@ pub fn world(items: Vec<Item>, users: Vec<User>, events: Vec<Event>) -> Env {
             cascade_index::als::train(&data, g.items.len(), &als, |_| {}),
         )
     };
+    let ann = cascade_index::AnnIndex::build(
+        &embeddings.items,
+        embeddings.dim,
+        cascade_index::AnnConfig::default(),
+        |_| true,
+        |_| {},
+    )
+    .unwrap_or_else(|e| panic!("ann: {e}"));
     let models = Models {
         version: "test".into(),
         popular: Arc::new(popular),
         covis: Arc::new(covis),
         embeddings: Some(Arc::new(embeddings)),
+        ann: Some(Arc::new(ann)),
+        item_neighbors: Default::default(),
     };
     let pool = CpuPool::new(1).unwrap_or_else(|e| panic!("pool: {e}"));
     Env::new(state, Arc::new(ModelStore::new(models)), Arc::new(pool))

@@ -52,6 +52,8 @@ fn env(items: usize) -> Env {
         popular: Arc::new(popular),
         covis: Default::default(),
         embeddings: None,
+        ann: None,
+        item_neighbors: Default::default(),
     });
     Env::new(
         state,

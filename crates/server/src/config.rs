@@ -2,7 +2,7 @@
 //! validated once at start.
 
 use cascade_features::EventWeights;
-use cascade_index::{AlsConfig, CoVisConfig};
+use cascade_index::{AlsConfig, AnnConfig, CoVisConfig};
 use cascade_pipeline::MAX_SOURCES;
 use cascade_policy::ReasonTemplates;
 use cascade_ranking::BlendConfig;
@@ -91,6 +91,14 @@ pub struct ModelsSection {
     /// How often embeddings are retrained when events arrived.
     pub embeddings_refresh_s: u64,
     pub als: AlsConfig,
+    /// Search the item vectors through an HNSW index (false: exact scan, for small catalogs
+    /// or to measure the index against).
+    pub ann: bool,
+    pub hnsw: AnnConfig,
+    /// Embedding neighbours kept per item for the `similar` source (0: none).
+    pub item_neighbors: usize,
+    /// Serve the data dir's current bundle (`cascade train`) at start instead of training.
+    pub load_bundle: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,6 +274,10 @@ impl Default for ModelsSection {
             embeddings: true,
             embeddings_refresh_s: 600,
             als: AlsConfig::default(),
+            ann: true,
+            hnsw: AnnConfig::default(),
+            item_neighbors: 20,
+            load_bundle: true,
         }
     }
 }
@@ -354,6 +366,12 @@ impl Config {
         }
         if self.models.covis.window == 0 || self.models.covis.top_k == 0 {
             return bad("models.covis", "window and top_k must be positive");
+        }
+        if let Err(e) = self.models.hnsw.validate() {
+            return bad("models.hnsw", &e);
+        }
+        if self.models.als.factors == 0 || self.models.als.factors > 1024 {
+            return bad("models.als.factors", "must be in 1..=1024");
         }
         for keys in [
             &self.auth.read_keys,

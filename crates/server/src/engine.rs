@@ -3,10 +3,16 @@
 
 use crate::config::{Config, FilterKind, HydratorKind, SelectorKind, SideEffectKind, SourceKind};
 use crate::error::ServerError;
+use crate::training;
+use cascade_core::Idx;
 use cascade_core::{Event, EventKind, Mutation, Target};
 use cascade_features::State;
+use cascade_features::state::ItemHot;
 use cascade_features::state::StateConfig;
-use cascade_index::{CoVisitation, Interactions, ModelStore, Models, PopularLists};
+use cascade_index::{
+    AnnConfig, AnnIndex, Bundle, CoVisitation, Embeddings, ItemFolder, ModelStore, Models,
+    PopularLists,
+};
 use cascade_pipeline::{
     CandidateSource, CpuPool, Env, Filter, Hydrator, Pipeline, PipelineResult, RequestCtx,
     Selector, SideEffect, SourceSlot, StageBudgets,
@@ -31,6 +37,7 @@ pub struct Engine {
     pub writer: Arc<LogWriter>,
     pub pipelines: HashMap<String, Arc<Pipeline>>,
     pub replay: ReplayStats,
+    folder: Arc<parking_lot::Mutex<ItemFolder>>,
     stop: Arc<AtomicBool>,
     data_loop: parking::Once<Vec<JoinHandle<()>>>,
     _dir: DataDir,
@@ -45,7 +52,8 @@ impl std::fmt::Debug for Engine {
 }
 
 /// Builds the current model set from the state: popular lists and co-visitation always, and
-/// embeddings when `train_embeddings` (otherwise the `previous` ones are kept).
+/// when `train_embeddings` also embeddings, the HNSW index and embedding neighbours (through
+/// [`training::train`], the code `cascade train` runs); otherwise the `previous` ones stay.
 pub fn build_models(
     state: &State,
     config: &Config,
@@ -53,44 +61,218 @@ pub fn build_models(
     previous: Option<&Models>,
 ) -> Models {
     let m = &config.models;
-    let train_embeddings = train_embeddings && m.embeddings;
-    let (popular, seqs, n_items, generation, interactions) = {
+    if train_embeddings && m.embeddings {
+        let t = Instant::now();
+        let opts = training::TrainOptions { holdout_users: 0 };
+        let bundle = training::train(state, config, &opts, &|_, _, _| {});
+        tracing::info!(
+            secs = t.elapsed().as_secs_f64(),
+            als_secs = bundle.manifest.metrics.als_seconds,
+            users = bundle.manifest.data.users,
+            items = bundle.manifest.data.items,
+            "trained models"
+        );
+        return models_from_bundle(state, config, bundle);
+    }
+    let (popular, seqs, n_items, generation) = {
         let g = state.read();
         let popular = PopularLists::build_live(&g, m.popular_size, m.popular_per_category);
         let seqs = CoVisitation::sequences(&g, m.covis.max_history);
-        let interactions = train_embeddings.then(|| {
-            let t: Vec<(u32, u32, f32)> = g
-                .user_states
-                .iter()
-                .enumerate()
-                .flat_map(|(u, s)| s.engaged.iter().map(move |&(i, _)| (u as u32, i, 1.0)))
-                .collect();
-            Interactions::from_triples(g.users.len(), t)
-        });
-        (popular, seqs, g.items.len(), g.generation, interactions)
+        (popular, seqs, g.items.len(), g.generation)
     };
-    // The heavy parts run without the lock.
+    // The heavy part runs without the lock.
     let covis = CoVisitation::build(&seqs, n_items, &m.covis);
-    let embeddings = match interactions {
-        Some(data) => {
-            let t = Instant::now();
-            let e = cascade_index::als::train(&data, n_items, &m.als, |_| {});
-            tracing::info!(
-                secs = t.elapsed().as_secs_f64(),
-                users = data.rows(),
-                items = n_items,
-                "trained embeddings"
-            );
-            Some(Arc::new(e))
-        }
-        None => previous.and_then(|p| p.embeddings.clone()),
-    };
     Models {
-        version: format!("heuristic-v1.g{generation}"),
+        version: previous.map_or_else(
+            || format!("heuristic-v1.g{generation}"),
+            |p| p.version.clone(),
+        ),
         popular: Arc::new(popular),
         covis: Arc::new(covis),
-        embeddings,
+        embeddings: previous.and_then(|p| p.embeddings.clone()),
+        ann: previous.and_then(|p| p.ann.clone()),
+        item_neighbors: previous
+            .map(|p| p.item_neighbors.clone())
+            .unwrap_or_default(),
     }
+}
+
+/// Serving models from a trained bundle. Artifacts are indexed by the dense ids of the state
+/// they were trained on; when this state interned ids differently (another log), they are
+/// remapped by id and the HNSW index rebuilt. Items newer than the bundle are folded in.
+pub fn models_from_bundle(state: &State, config: &Config, b: Bundle) -> Models {
+    let m = &config.models;
+    let (popular, item_map, user_map, live, n_items, n_users) = {
+        let g = state.read();
+        let popular = PopularLists::build_live(&g, m.popular_size, m.popular_per_category);
+        let item_map: Vec<Option<Idx>> = b.item_ids.iter().map(|id| g.items.get(id)).collect();
+        let user_map: Vec<Option<Idx>> = b.user_ids.iter().map(|id| g.users.get(id)).collect();
+        let live: Vec<bool> = g
+            .item_hot
+            .iter()
+            .map(|h| h.flags & ItemHot::EXISTS != 0)
+            .collect();
+        (
+            popular,
+            item_map,
+            user_map,
+            live,
+            g.items.len(),
+            g.users.len(),
+        )
+    };
+    let identity = |map: &[Option<Idx>]| map.iter().enumerate().all(|(i, j)| *j == Some(i as Idx));
+    let same_items = identity(&item_map);
+    let Bundle {
+        manifest,
+        mut embeddings,
+        mut covis,
+        mut item_neighbors,
+        mut ann,
+        ..
+    } = b;
+    if !same_items || !identity(&user_map) {
+        tracing::warn!(
+            version = %manifest.version,
+            "bundle ids differ from this data dir's; remapping by id"
+        );
+        let d = embeddings.dim;
+        let remap = |src: &[f32], map: &[Option<Idx>], n: usize| {
+            let mut out = vec![0f32; n * d];
+            for (i, j) in map.iter().enumerate() {
+                if let (Some(j), Some(v)) = (j, src.get(i * d..(i + 1) * d)) {
+                    out[*j as usize * d..(*j as usize + 1) * d].copy_from_slice(v);
+                }
+            }
+            out
+        };
+        embeddings.items = remap(&embeddings.items, &item_map, n_items);
+        embeddings.users = remap(&embeddings.users, &user_map, n_users);
+        let mut back: Vec<Option<Idx>> = vec![None; n_items];
+        for (i, j) in item_map.iter().enumerate() {
+            if let Some(j) = j {
+                back[*j as usize] = Some(i as Idx);
+            }
+        }
+        let remap_lists = |l: &CoVisitation| {
+            CoVisitation::from_rows(
+                back.iter()
+                    .map(|i| {
+                        i.map(|i| {
+                            let (nb, ws) = l.neighbors(i);
+                            nb.iter()
+                                .zip(ws)
+                                .filter_map(|(&b, &w)| item_map.get(b as usize)?.map(|b| (b, w)))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                    })
+                    .collect(),
+            )
+        };
+        covis = remap_lists(&covis);
+        item_neighbors = remap_lists(&item_neighbors);
+        if !same_items {
+            ann = None;
+        }
+    }
+    let ann = match ann {
+        Some(a) => Some(Arc::new(a)),
+        None if m.ann => build_ann(&embeddings, &live, &m.hnsw),
+        None => None,
+    };
+    state.start_fold_log(Some(embeddings.n_items() as Idx));
+    Models {
+        version: manifest.version,
+        popular: Arc::new(popular),
+        covis: Arc::new(covis),
+        embeddings: Some(Arc::new(embeddings)),
+        ann,
+        item_neighbors: Arc::new(item_neighbors),
+    }
+}
+
+/// The current bundle of `config.data_dir`, if one was trained and loads; a bundle that
+/// fails to load is reported and skipped (the engine then trains in process).
+fn load_bundle(config: &Config) -> Option<Bundle> {
+    if !config.models.load_bundle {
+        return None;
+    }
+    let dir = cascade_index::bundle::models_dir(&config.data_dir);
+    let found = Bundle::current(&dir).and_then(|cur| {
+        cur.map(|p| Bundle::load(&p, config.models.hnsw))
+            .transpose()
+    });
+    match found {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "model bundle not loaded; training in process");
+            metrics::counter!("cascade_bundle_load_failures_total").increment(1);
+            None
+        }
+    }
+}
+
+/// The HNSW index over the trained vectors of live items; `None` (the source then scans
+/// exactly) if the native index cannot be built.
+pub fn build_ann(e: &Embeddings, live: &[bool], cfg: &AnnConfig) -> Option<Arc<AnnIndex>> {
+    let t = Instant::now();
+    let keep = |i: u32| live.get(i as usize).copied().unwrap_or(false);
+    match AnnIndex::build(&e.items, e.dim, *cfg, keep, |_| {}) {
+        Ok(ann) => {
+            tracing::info!(
+                secs = t.elapsed().as_secs_f64(),
+                items = ann.len(),
+                bytes = ann.memory_bytes(),
+                "built ann index"
+            );
+            metrics::gauge!("cascade_ann_items").set(ann.len() as f64);
+            Some(Arc::new(ann))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "ann index build failed; embedding source scans exactly");
+            None
+        }
+    }
+}
+
+/// A data dir opened (and locked) with its log replayed into a fresh state.
+pub struct Replayed {
+    pub dir: DataDir,
+    pub state: Arc<State>,
+    pub log: EventLog,
+    pub replay: ReplayStats,
+}
+
+/// Opens `config.data_dir` and replays its log: what serving and `cascade train` start from.
+pub fn replay(config: &Config) -> Result<Replayed, ServerError> {
+    let started = Instant::now();
+    let dir = DataDir::open(&config.data_dir)?;
+    let state = Arc::new(State::new(StateConfig {
+        weights: config.features.weights,
+        popularity_half_life_hours: config.features.popularity_half_life_hours,
+        trending_half_life_hours: config.features.trending_half_life_hours,
+        history_cap: config.features.history_cap,
+    }));
+    let mut opts = LogOptions::new(dir.log_dir());
+    opts.fsync = config.storage.fsync;
+    opts.segment_bytes = config.storage.segment_mb << 20;
+    let (log, replay) = {
+        let st = state.clone();
+        EventLog::open(opts, &mut |m| st.apply(&m))?
+    };
+    tracing::info!(
+        records = replay.records,
+        truncated = replay.truncated_bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "replayed event log"
+    );
+    Ok(Replayed {
+        dir,
+        state,
+        log,
+        replay,
+    })
 }
 
 impl Engine {
@@ -99,27 +281,20 @@ impl Engine {
     pub fn open(config: Config) -> Result<Arc<Self>, ServerError> {
         config.validate()?;
         let started = Instant::now();
-        let dir = DataDir::open(&config.data_dir)?;
-        let state = Arc::new(State::new(StateConfig {
-            weights: config.features.weights,
-            popularity_half_life_hours: config.features.popularity_half_life_hours,
-            trending_half_life_hours: config.features.trending_half_life_hours,
-            history_cap: config.features.history_cap,
-        }));
-        let mut opts = LogOptions::new(dir.log_dir());
-        opts.fsync = config.storage.fsync;
-        opts.segment_bytes = config.storage.segment_mb << 20;
-        let (log, replay) = {
-            let st = state.clone();
-            EventLog::open(opts, &mut |m| st.apply(&m))?
+        let Replayed {
+            dir,
+            state,
+            log,
+            replay,
+        } = replay(&config)?;
+        let initial = match load_bundle(&config) {
+            Some(b) => {
+                tracing::info!(version = %b.manifest.version, "loaded model bundle");
+                models_from_bundle(&state, &config, b)
+            }
+            None => build_models(&state, &config, true, None),
         };
-        tracing::info!(
-            records = replay.records,
-            truncated = replay.truncated_bytes,
-            ms = started.elapsed().as_millis() as u64,
-            "replayed event log"
-        );
-        let models = Arc::new(ModelStore::new(build_models(&state, &config, true, None)));
+        let models = Arc::new(ModelStore::new(initial));
         let threads = match config.pipeline.cpu_threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -151,7 +326,8 @@ impl Engine {
             })
             .collect::<Result<HashMap<_, _>, ServerError>>()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let handle = spawn_data_loop(state, models, config.clone(), stop.clone())?;
+        let folder = Arc::new(parking_lot::Mutex::new(ItemFolder::new()));
+        let handle = spawn_data_loop(state, models, folder.clone(), config.clone(), stop.clone())?;
         tracing::info!(ms = started.elapsed().as_millis() as u64, "engine ready");
         Ok(Arc::new(Self {
             config,
@@ -159,6 +335,7 @@ impl Engine {
             writer,
             pipelines,
             replay,
+            folder,
             stop,
             data_loop: parking::Once::new(handle),
             _dir: dir,
@@ -188,6 +365,12 @@ impl Engine {
         self.env.models.publish(models);
     }
 
+    /// Inserts items added or first engaged with since training into the ANN index now (the
+    /// data loop does this every `popular_refresh_ms`); returns how many were placed.
+    pub fn fold_new_items(&self) -> usize {
+        fold_step(&self.folder, &self.env.state, &self.env.models)
+    }
+
     /// Commits what is queued, stops the data loop and the writer. The data dir is released
     /// when the last `Arc<Engine>` drops.
     pub async fn close(&self) {
@@ -211,6 +394,7 @@ impl Engine {
 fn spawn_data_loop(
     state: Arc<State>,
     models: Arc<ModelStore>,
+    folder: Arc<parking_lot::Mutex<ItemFolder>>,
     config: Config,
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<JoinHandle<()>>, ServerError> {
@@ -239,6 +423,7 @@ fn spawn_data_loop(
                 ms.publish_popular(lists);
                 metrics::histogram!("cascade_model_build_seconds", "model" => "popular")
                     .record(t.elapsed().as_secs_f64());
+                fold_step(&folder, &st, &ms);
                 seen_gen = generation;
             }
         }),
@@ -273,6 +458,25 @@ fn spawn_data_loop(
         }),
     )?;
     Ok(vec![popular, heavy])
+}
+
+fn fold_step(folder: &parking_lot::Mutex<ItemFolder>, state: &State, models: &ModelStore) -> usize {
+    let stats = folder.lock().step(state, &models.load());
+    if stats.upserted + stats.removed > 0 {
+        metrics::counter!("cascade_ann_folded_total").increment(stats.upserted as u64);
+        tracing::debug!(
+            upserted = stats.upserted,
+            removed = stats.removed,
+            "ann fold-in"
+        );
+    }
+    if stats.full {
+        tracing::warn!("ann index is full; new items wait for the next retrain");
+    }
+    if stats.failed > 0 {
+        tracing::warn!(failed = stats.failed, "ann inserts failed");
+    }
+    stats.upserted
 }
 
 fn sleep_unless(stop: &AtomicBool, d: Duration) {

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 mod extract;
 mod observe;
+pub mod training;
 
 pub use config::Config;
 pub use engine::Engine;

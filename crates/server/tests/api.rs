@@ -838,3 +838,104 @@ async fn editorial_lists_are_admin_managed_time_boxed_and_durable() {
     assert!(editorial_picks(&home).is_empty(), "{home}");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_added_after_training_is_searchable_without_a_retrain() {
+    use cascade_server::config::{SourceConfig, SourceKind, SurfaceConfig};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(tmp.path(), |c| {
+        // The test steps the fold-in itself.
+        c.models.popular_refresh_ms = 60_000;
+        c.surfaces.insert(
+            "ann".into(),
+            SurfaceConfig {
+                sources: vec![SourceConfig::new(SourceKind::Embedding, 5)],
+                fallback: false,
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    seed_world(&s).await;
+    let new_item = json!({"items": [{"id": "newcomer", "categories": ["Comedy"],
+        "creator_id": "c9", "created_at": T0}]});
+    assert_eq!(s.post("/v1/items", new_item).await.0, 200);
+    // Every Comedy watcher but u0 likes it.
+    let events: Vec<Value> = (3..40)
+        .step_by(3)
+        .map(|u| {
+            json!({"type": "like", "user_id": format!("u{u}"), "item_id": "newcomer",
+                "timestamp": T0 + 5_000})
+        })
+        .collect();
+    assert_eq!(
+        s.post("/v1/events", json!({ "events": events })).await.0,
+        200
+    );
+    let path = "/v1/recommendations/ann?user_id=u0&n=5";
+    let (st, before) = s.get(path).await;
+    assert_eq!(st, 200, "{before}");
+    assert!(!ids(&before).contains(&"newcomer".to_string()), "{before}");
+
+    assert!(s.engine.fold_new_items() >= 1);
+    let (_, after) = s.get(path).await;
+    assert!(
+        ids(&after).contains(&"newcomer".to_string()),
+        "folded-in item is found by the next query: {after}"
+    );
+    // A Science watcher's neighbourhood is elsewhere.
+    let (_, other) = s.get("/v1/recommendations/ann?user_id=u2&n=3").await;
+    assert!(!ids(&other).contains(&"newcomer".to_string()), "{other}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trained_bundle_is_what_the_restarted_server_serves() {
+    use cascade_server::training::{TrainOptions, train};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(tmp.path(), |_| {}).await;
+    seed_world(&s).await;
+    s.stop().await;
+    // `cascade train` on the stopped server's data dir.
+    let cfg = Config {
+        data_dir: tmp.path().to_path_buf(),
+        ..Default::default()
+    };
+    let manifest = tokio::task::spawn_blocking(move || {
+        let r = cascade_server::engine::replay(&cfg).expect("replay");
+        let opts = TrainOptions { holdout_users: 5 };
+        let mut b = train(&r.state, &cfg, &opts, &|_, _, _| {});
+        b.save(&cascade_index::bundle::models_dir(&cfg.data_dir))
+            .expect("save");
+        b.manifest
+    })
+    .await
+    .expect("train");
+    assert_eq!((manifest.data.items, manifest.data.users), (30, 40));
+    assert!(manifest.data.interactions > 100, "{:?}", manifest.data);
+    assert_eq!(manifest.metrics.holdout_users, 5);
+    assert!(manifest.metrics.ann_recall_at_10.is_some());
+    assert_eq!(manifest.metrics.ann_items, 30);
+
+    let s = TestServer::start(tmp.path(), |_| {}).await;
+    let models = s.engine.env.models.load();
+    assert_eq!(
+        models.version, manifest.version,
+        "served without retraining"
+    );
+    assert!(models.ann.as_ref().is_some_and(|a| a.len() == 30));
+    let (st, r) = s.get("/v1/recommendations/home?user_id=u4&n=5").await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["model_version"], manifest.version.as_str());
+    assert_eq!(ids(&r).len(), 5);
+    s.stop().await;
+
+    // A damaged bundle is reported and the server still starts, training in process.
+    let cur = tmp.path().join("models").join(&manifest.version);
+    std::fs::write(cur.join("embeddings.postcard"), b"garbage").expect("damage");
+    let s = TestServer::start(tmp.path(), |_| {}).await;
+    assert_ne!(s.engine.env.models.load().version, manifest.version);
+    let (st, r) = s.get("/v1/recommendations/home?user_id=u4&n=5").await;
+    assert_eq!((st, ids(&r).len()), (200, 5), "{r}");
+    s.stop().await;
+}

@@ -1,13 +1,13 @@
 //! Learned-embedding retrieval: the user's vector, blended with the vectors of the session's
 //! and most recent items, scored against every item vector.
 //!
-//! The search is exact (a dense dot-product scan on the CPU pool). The HNSW index replaces the
-//! scan behind this same source; the blend and the contract stay.
+//! The search runs on the CPU pool over the HNSW index when one is built (items added since
+//! training included), else as an exact dot-product scan; both score by the same dot product.
 
 use async_trait::async_trait;
 use cascade_core::{EventKind, Idx};
-use cascade_index::Embeddings;
 use cascade_index::als::dot;
+use cascade_index::{AnnIndex, Embeddings};
 use cascade_pipeline::{CandidateSource, ComponentError, CpuPool, Hit, RequestCtx};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -51,6 +51,7 @@ fn normalized(v: &mut [f32]) -> bool {
 /// The request's query vector, or `None` when nothing is known about the user.
 fn query_vector(
     emb: &Embeddings,
+    ann: Option<&AnnIndex>,
     user: Option<Idx>,
     recent: &[Idx],
     recent_weight: f32,
@@ -64,6 +65,9 @@ fn query_vector(
     for &i in recent {
         if let Some(v) = emb.item(i) {
             m.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+        } else if let Some(v) = ann.and_then(|a| a.vector(i)) {
+            // Added after training: folded into the index since.
+            m.iter_mut().zip(&v).for_each(|(a, b)| *a += b);
         }
     }
     let (has_u, has_m) = (normalized(&mut u), normalized(&mut m));
@@ -148,14 +152,20 @@ impl CandidateSource for EmbeddingSource {
         );
         let user = ctx.user.idx;
         let w = self.config.recent_weight;
-        let hits = self
-            .pool
+        let ann = ctx.models.ann.clone();
+        self.pool
             .run(move || {
-                query_vector(&emb, user, &recent, w)
-                    .map(|q| top_k(&emb, &q, limit))
-                    .unwrap_or_default()
+                let Some(q) = query_vector(&emb, ann.as_deref(), user, &recent, w) else {
+                    return Ok(Vec::new());
+                };
+                match ann {
+                    Some(ann) => ann
+                        .search(&q, limit)
+                        .map(|hits| hits.into_iter().map(|(i, s)| Hit::new(i, s)).collect())
+                        .map_err(|e| ComponentError::Failed(e.to_string())),
+                    None => Ok(top_k(&emb, &q, limit)),
+                }
             })
-            .await?;
-        Ok(hits)
+            .await?
     }
 }

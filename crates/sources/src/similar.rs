@@ -1,4 +1,5 @@
-//! Items co-visited with what the user (and this session) engaged with most recently.
+//! Items co-visited with what the user (and this session) engaged with most recently, plus
+//! their nearest items by embedding (which also covers items too new to be co-visited).
 
 use async_trait::async_trait;
 use cascade_core::{EventKind, Idx};
@@ -17,6 +18,9 @@ pub struct SimilarConfig {
     pub recency_decay: f32,
     /// Neighbours read per seed.
     pub per_seed: usize,
+    /// Weight of a seed's embedding neighbours (cosine similarity, scaled to the seed's
+    /// strongest co-visitation weight so both lists speak the same units; 0 disables).
+    pub embedding_weight: f32,
 }
 
 impl Default for SimilarConfig {
@@ -25,6 +29,7 @@ impl Default for SimilarConfig {
             max_seeds: 20,
             recency_decay: 0.7,
             per_seed: 100,
+            embedding_weight: 0.1,
         }
     }
 }
@@ -84,10 +89,13 @@ impl CandidateSource for ItemSimilaritySource {
             return Ok(Vec::new());
         }
         let models = ctx.models.clone();
-        let per_seed = self.config.per_seed;
+        let (per_seed, ew) = (self.config.per_seed, self.config.embedding_weight);
         Ok(self
             .pool
-            .run(move || accumulate(&models.covis, &seeds, per_seed, limit))
+            .run(move || {
+                let emb = (ew > 0.0).then_some((&*models.item_neighbors, ew));
+                accumulate(&models.covis, emb, &seeds, per_seed, limit)
+            })
             .await?)
     }
 }
@@ -96,6 +104,7 @@ impl CandidateSource for ItemSimilaritySource {
 /// seed. Sorted and folded instead of a per-request hash map.
 pub fn accumulate(
     covis: &CoVisitation,
+    embedding: Option<(&CoVisitation, f32)>,
     seeds: &[(Idx, f32)],
     per_seed: usize,
     limit: usize,
@@ -105,6 +114,14 @@ pub fn accumulate(
         let (nb, ws) = covis.neighbors(seed);
         for (&b, &s) in nb.iter().zip(ws).take(per_seed) {
             acc.push((b, w * s, seed));
+        }
+        if let Some((lists, ew)) = embedding {
+            // A rarely co-visited seed still has a full list of embedding neighbours.
+            let scale = ws.first().copied().unwrap_or(1.0);
+            let (nb, cs) = lists.neighbors(seed);
+            for (&b, &c) in nb.iter().zip(cs).take(per_seed) {
+                acc.push((b, w * ew * scale * c, seed));
+            }
         }
     }
     acc.sort_unstable_by_key(|&(b, _, _)| b);

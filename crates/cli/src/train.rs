@@ -1,0 +1,91 @@
+//! `cascade train`: replays a data dir's log, trains every model artifact and writes a
+//! versioned bundle under `<data_dir>/models/` that `serve` loads at start.
+
+use cascade_server::Config;
+use cascade_server::training::{self, TrainOptions};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Instant;
+
+/// One bar per stage, created as stages start.
+struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+    visible: bool,
+}
+
+impl Bars {
+    fn new() -> Self {
+        Self {
+            multi: MultiProgress::new(),
+            bars: Mutex::new(HashMap::new()),
+            visible: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn update(&self, stage: &str, done: u64, total: u64) {
+        let mut bars = self.bars.lock();
+        let bar = bars.entry(stage.to_string()).or_insert_with(|| {
+            if !self.visible {
+                eprintln!("train: {stage}");
+                return ProgressBar::hidden();
+            }
+            let pb = self.multi.add(ProgressBar::new(total.max(1)));
+            if let Ok(style) =
+                ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {elapsed}")
+            {
+                pb.set_style(style.progress_chars("=> "));
+            }
+            pb.set_prefix(stage.to_string());
+            pb
+        });
+        bar.set_position(done);
+        if done >= total {
+            bar.finish();
+        }
+    }
+}
+
+pub fn run(cfg: &Config, holdout_users: usize, json: bool) -> anyhow::Result<()> {
+    cfg.validate()?;
+    let t = Instant::now();
+    let replayed = cascade_server::engine::replay(cfg)?;
+    let replay_s = t.elapsed().as_secs_f64();
+    let bars = Bars::new();
+    let opts = TrainOptions { holdout_users };
+    let mut bundle = training::train(&replayed.state, cfg, &opts, &|s, d, n| bars.update(s, d, n));
+    let path = bundle.save(&cascade_index::bundle::models_dir(&cfg.data_dir))?;
+    let m = &bundle.manifest;
+    if json {
+        println!("{}", serde_json::to_string_pretty(m)?);
+        return Ok(());
+    }
+    let x = &m.metrics;
+    let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+    println!("bundle {} written to {}", m.version, path.display());
+    println!(
+        "  data: {} users, {} items, {} interactions, {} events (replayed in {replay_s:.1}s)",
+        m.data.users, m.data.items, m.data.interactions, m.data.events
+    );
+    println!(
+        "  als {:.2}s ({} factors, {} iterations), co-visitation {:.2}s, hnsw {:.2}s ({} items, {:.1} MB), neighbours {:.2}s",
+        x.als_seconds,
+        m.params.als.factors,
+        m.params.als.iterations,
+        x.covis_seconds,
+        x.ann_seconds,
+        x.ann_items,
+        x.ann_bytes as f64 / 1e6,
+        x.neighbors_seconds
+    );
+    println!(
+        "  hold-out recall@10 {} on {} users; hnsw recall@10 vs exact {}",
+        opt(x.holdout_recall_at_10),
+        x.holdout_users,
+        opt(x.ann_recall_at_10)
+    );
+    println!("  total {:.1}s", t.elapsed().as_secs_f64());
+    Ok(())
+}

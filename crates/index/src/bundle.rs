@@ -1,0 +1,300 @@
+//! Versioned model bundles: what `cascade train` writes and `serve` loads.
+//!
+//! A bundle is a directory `models/<version>/` holding a JSON manifest (version, training
+//! data range, parameters, metrics, and a size and CRC-32 per file) beside the artifacts:
+//! item and user ids, embeddings, co-visitation and embedding-neighbour lists, and the HNSW
+//! index. It is written under a temporary name and renamed, and `models/CURRENT` names the
+//! bundle to serve (replaced by rename), so a crash never leaves a half-written bundle live.
+
+use crate::{AlsConfig, AnnConfig, AnnIndex, CoVisConfig, CoVisitation, Embeddings};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Bumped when the layout changes; older readers refuse newer bundles.
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Ann(#[from] crate::AnnError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn invalid(path: &Path, msg: impl std::fmt::Display) -> BundleError {
+    BundleError::Invalid {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
+}
+
+/// What the model was trained on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataRange {
+    /// Events applied to the state trained on (all kinds).
+    pub events: u64,
+    /// Unix ms of the oldest and newest engagement learned from.
+    pub first_event_ms: i64,
+    pub last_event_ms: i64,
+    pub users: usize,
+    pub items: usize,
+    /// Positive (user, item) pairs learned from.
+    pub interactions: usize,
+    /// The state's model generation at the snapshot.
+    pub generation: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    pub als: AlsConfig,
+    pub covis: CoVisConfig,
+    pub hnsw: Option<AnnConfig>,
+    /// Embedding neighbours kept per item.
+    pub item_neighbors: usize,
+}
+
+/// Measured while training.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainMetrics {
+    pub als_seconds: f64,
+    pub covis_seconds: f64,
+    pub ann_seconds: f64,
+    pub neighbors_seconds: f64,
+    pub ann_items: usize,
+    pub ann_bytes: usize,
+    /// Recall@10 of the HNSW search against the exact scan, on sampled users' vectors.
+    pub ann_recall_at_10: Option<f64>,
+    /// Recall@10 of the user vectors on each sampled user's held-out newest engagement
+    /// (those engagements are left out of training).
+    pub holdout_recall_at_10: Option<f64>,
+    pub holdout_users: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub bytes: u64,
+    pub crc32: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub version: String,
+    /// RFC 3339.
+    pub created_at: String,
+    pub data: DataRange,
+    pub params: Params,
+    pub metrics: TrainMetrics,
+    pub files: Vec<FileEntry>,
+}
+
+/// Everything a bundle holds, in memory.
+#[derive(Debug)]
+pub struct Bundle {
+    pub manifest: Manifest,
+    /// Ids by the dense index the artifacts use.
+    pub item_ids: Vec<String>,
+    pub user_ids: Vec<String>,
+    pub embeddings: Embeddings,
+    pub covis: CoVisitation,
+    pub item_neighbors: CoVisitation,
+    pub ann: Option<AnnIndex>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Ids {
+    items: Vec<String>,
+    users: Vec<String>,
+}
+
+const IDS: &str = "ids.postcard";
+const EMBEDDINGS: &str = "embeddings.postcard";
+const COVIS: &str = "covis.postcard";
+const NEIGHBORS: &str = "item_neighbors.postcard";
+const ANN: &str = "items.usearch";
+const MANIFEST: &str = "manifest.json";
+const CURRENT: &str = "CURRENT";
+
+/// `<data_dir>/models`.
+pub fn models_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("models")
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    let mut f = std::fs::File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn entry(dir: &Path, name: &str) -> Result<FileEntry, BundleError> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    Ok(FileEntry {
+        name: name.into(),
+        bytes: bytes.len() as u64,
+        crc32: crc32fast::hash(&bytes),
+    })
+}
+
+fn encode<T: Serialize>(path: &Path, v: &T) -> Result<Vec<u8>, BundleError> {
+    postcard::to_allocvec(v).map_err(|e| invalid(path, e))
+}
+
+impl Bundle {
+    /// Writes the bundle under `models_dir/<version>` and makes it current.
+    pub fn save(&mut self, models_dir: &Path) -> Result<PathBuf, BundleError> {
+        std::fs::create_dir_all(models_dir).map_err(io(models_dir))?;
+        let version = self.manifest.version.clone();
+        let fin = models_dir.join(&version);
+        if fin.exists() {
+            return Err(invalid(&fin, "a bundle with this version exists"));
+        }
+        let tmp = models_dir.join(format!(".{version}.tmp"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let ids = Ids {
+            items: std::mem::take(&mut self.item_ids),
+            users: std::mem::take(&mut self.user_ids),
+        };
+        let written = (|| {
+            write_file(&tmp.join(IDS), &encode(&tmp, &ids)?)?;
+            write_file(&tmp.join(EMBEDDINGS), &encode(&tmp, &self.embeddings)?)?;
+            write_file(&tmp.join(COVIS), &encode(&tmp, &self.covis)?)?;
+            write_file(&tmp.join(NEIGHBORS), &encode(&tmp, &self.item_neighbors)?)?;
+            let mut names = vec![IDS, EMBEDDINGS, COVIS, NEIGHBORS];
+            if let Some(ann) = &self.ann {
+                ann.save(&tmp.join(ANN))?;
+                names.push(ANN);
+            }
+            self.manifest.files = names
+                .into_iter()
+                .map(|n| entry(&tmp, n))
+                .collect::<Result<_, _>>()?;
+            let json = serde_json::to_vec_pretty(&self.manifest).map_err(|e| invalid(&tmp, e))?;
+            write_file(&tmp.join(MANIFEST), &json)
+        })();
+        self.item_ids = ids.items;
+        self.user_ids = ids.users;
+        written?;
+        std::fs::rename(&tmp, &fin).map_err(io(&fin))?;
+        let cur_tmp = models_dir.join(".CURRENT.tmp");
+        write_file(&cur_tmp, version.as_bytes())?;
+        std::fs::rename(&cur_tmp, models_dir.join(CURRENT)).map_err(io(models_dir))?;
+        Ok(fin)
+    }
+
+    /// The current bundle's directory, if any has been made current.
+    pub fn current(models_dir: &Path) -> Result<Option<PathBuf>, BundleError> {
+        let cur = models_dir.join(CURRENT);
+        match std::fs::read_to_string(&cur) {
+            Ok(v) => {
+                let v = v.trim();
+                if v.is_empty() || v.contains(['/', '\\']) || v.starts_with('.') {
+                    return Err(invalid(&cur, "does not name a bundle"));
+                }
+                Ok(Some(models_dir.join(v)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&cur)(e)),
+        }
+    }
+
+    /// Reads only the manifest.
+    pub fn read_manifest(dir: &Path) -> Result<Manifest, BundleError> {
+        let path = dir.join(MANIFEST);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| invalid(&path, e))?;
+        if m.format > FORMAT {
+            return Err(invalid(
+                &path,
+                format!(
+                    "format {} is newer than this build reads ({FORMAT})",
+                    m.format
+                ),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Loads a bundle, verifying every file's size and checksum first.
+    pub fn load(dir: &Path, ann_config: AnnConfig) -> Result<Self, BundleError> {
+        let manifest = Self::read_manifest(dir)?;
+        let mut blobs = std::collections::HashMap::new();
+        for f in &manifest.files {
+            if f.name.contains(['/', '\\']) {
+                return Err(invalid(dir, format!("bad file name {:?}", f.name)));
+            }
+            let path = dir.join(&f.name);
+            if f.name == ANN {
+                let got = entry(dir, ANN)?;
+                if (got.bytes, got.crc32) != (f.bytes, f.crc32) {
+                    return Err(invalid(&path, "checksum mismatch"));
+                }
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc32 {
+                return Err(invalid(&path, "checksum mismatch"));
+            }
+            blobs.insert(f.name.as_str(), bytes);
+        }
+        fn decode<'a, T: Deserialize<'a>>(
+            dir: &Path,
+            blobs: &'a std::collections::HashMap<&str, Vec<u8>>,
+            name: &str,
+        ) -> Result<T, BundleError> {
+            let b = blobs
+                .get(name)
+                .ok_or_else(|| invalid(dir, format!("{name} missing")))?;
+            postcard::from_bytes(b).map_err(|e| invalid(&dir.join(name), e))
+        }
+        let ids: Ids = decode(dir, &blobs, IDS)?;
+        let embeddings: Embeddings = decode(dir, &blobs, EMBEDDINGS)?;
+        let covis: CoVisitation = decode(dir, &blobs, COVIS)?;
+        let item_neighbors: CoVisitation = decode(dir, &blobs, NEIGHBORS)?;
+        if embeddings.n_items() > ids.items.len() || embeddings.n_users() > ids.users.len() {
+            return Err(invalid(
+                dir,
+                "embeddings cover more ids than the bundle names",
+            ));
+        }
+        let has_ann = manifest.files.iter().any(|f| f.name == ANN);
+        let ann = if has_ann {
+            let a = AnnIndex::load(&dir.join(ANN), ann_config)?;
+            if a.dim() != embeddings.dim {
+                return Err(invalid(
+                    dir,
+                    "ann index and embeddings disagree on dimensions",
+                ));
+            }
+            Some(a)
+        } else {
+            None
+        };
+        Ok(Self {
+            manifest,
+            item_ids: ids.items,
+            user_ids: ids.users,
+            embeddings,
+            covis,
+            item_neighbors,
+            ann,
+        })
+    }
+}
