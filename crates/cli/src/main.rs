@@ -1,6 +1,7 @@
 //! `cascade`: generate or import data, serve the API, run the demo and the benchmarks.
 
 mod bench;
+mod bench_ann;
 mod eval;
 mod generate;
 mod import;
@@ -92,9 +93,20 @@ enum Command {
         json: bool,
     },
     /// Measure ingest throughput and recommendation latency under concurrent load.
-    Bench(bench::BenchArgs),
+    Bench {
+        #[command(subcommand)]
+        what: Option<BenchKind>,
+        #[command(flatten)]
+        args: bench::BenchArgs,
+    },
     /// Run the offline evaluation protocol (Recall, NDCG, HitRate, Coverage) on a dataset.
     Eval(eval::EvalArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// The HNSW index alone: recall@10 vs exact, queries/s per `ef`, build time, memory.
+    Ann(bench_ann::AnnArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -186,7 +198,11 @@ fn main() -> anyhow::Result<()> {
             cfg.data_dir = data_dir;
             train::run(&cfg, holdout_users, json)
         }
-        Command::Bench(args) => bench::run(args),
+        Command::Bench {
+            what: Some(BenchKind::Ann(a)),
+            ..
+        } => bench_ann::run(a),
+        Command::Bench { what: None, args } => bench::run(args),
         Command::Eval(args) => eval::run(args),
     }
 }

@@ -93,6 +93,8 @@ pub struct UserState {
     pub engaged: Vec<(Idx, u32)>,
     /// Items the user hid, sorted.
     pub hidden_items: Vec<Idx>,
+    /// Segments (`key=value` of the configured attributes, e.g. `locale=fr`) the user is in.
+    pub segments: Vec<Idx>,
 }
 
 impl UserState {
@@ -176,6 +178,12 @@ pub struct Inner {
     pub fold_pairs: Vec<(Idx, Idx)>,
     /// Bumped when `fold_from` moves, so a reader's cursor into `fold_pairs` restarts.
     pub fold_epoch: u64,
+    /// User attributes that define segments (e.g. `locale`, `age_band`).
+    pub segment_keys: Vec<String>,
+    /// Segment names, `key=value`.
+    pub segments: IdMap,
+    /// Decayed popularity per segment, in log space, only for items engaged in the segment.
+    pub segment_popularity: Vec<std::collections::HashMap<Idx, f64>>,
     /// Bumped by every mutation that can change derived models (all but impression-only
     /// batches), so the data loop rebuilds only when something it reads changed.
     pub generation: u64,
@@ -199,6 +207,7 @@ pub struct UserView {
     pub follows: Vec<Idx>,
     pub interactions: usize,
     pub attributes: Option<Box<Map<String, Value>>>,
+    pub segments: Vec<Idx>,
 }
 
 /// Shared handle to the state.
@@ -211,7 +220,18 @@ fn to_secs(ms: Millis) -> u32 {
     (ms.max(0) / 1000).min(i64::from(u32::MAX)) as u32
 }
 
+/// Distinct segments tracked; values beyond are ignored so that an attribute with a value per
+/// user cannot grow the state without bound.
+pub const MAX_SEGMENTS: usize = 4096;
+
 impl State {
+    /// A state that keeps popularity per segment of users, by the given attribute keys.
+    pub fn with_segments(config: StateConfig, keys: Vec<String>) -> Self {
+        let s = Self::new(config);
+        s.inner.write().segment_keys = keys;
+        s
+    }
+
     pub fn new(config: StateConfig) -> Self {
         Self {
             inner: RwLock::new(Inner {
@@ -237,6 +257,9 @@ impl State {
                 fold_from: Idx::MAX,
                 fold_pairs: Vec::new(),
                 fold_epoch: 0,
+                segment_keys: Vec::new(),
+                segments: IdMap::new(),
+                segment_popularity: Vec::new(),
                 watermark: 0,
                 events_applied: 0,
                 generation: 0,
@@ -359,6 +382,7 @@ impl Inner {
                 .filter(|&&(_, t)| now == Millis::MAX || t < now_s)
                 .count(),
             attributes: u.attributes.clone(),
+            segments: u.segments.clone(),
         }
     }
 
@@ -440,13 +464,37 @@ impl Inner {
         self.set_rec(idx, Some(rec));
     }
 
+    /// The segment named `name`, created if there is room.
+    fn segment(&mut self, name: &str) -> Option<Idx> {
+        match self.segments.get(name) {
+            Some(s) => Some(s),
+            None if self.segments.len() < MAX_SEGMENTS => {
+                self.segment_popularity.push(Default::default());
+                Some(self.segments.intern(name))
+            }
+            None => None,
+        }
+    }
+
     fn upsert_user(&mut self, u: &User) {
         let idx = self.intern_user(&u.id);
         let follows: Vec<Idx> = u.follows.iter().map(|c| self.creators.intern(c)).collect();
         let st = &mut self.user_states[idx as usize];
+        st.follows = follows;
         st.known = true;
         st.attributes = (!u.attributes.is_empty()).then(|| Box::new(u.attributes.clone()));
-        st.follows = follows;
+        let names: Vec<String> = self
+            .segment_keys
+            .iter()
+            .filter_map(|key| match u.attributes.get(key) {
+                Some(Value::String(s)) if !s.is_empty() => Some(format!("{key}={s}")),
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => Some(format!("{key}={v}")),
+                _ => None,
+            })
+            .collect();
+        let segments: Vec<Idx> = names.iter().filter_map(|n| self.segment(n)).collect();
+        let st = &mut self.user_states[idx as usize];
+        st.segments = segments;
         st.follows.sort_unstable();
         st.follows.dedup();
     }
@@ -520,6 +568,18 @@ impl Inner {
                         log_add(self.popularity_short[i], self.decay_short.log_term(w, e.ts));
                     self.engagements[i] += 1;
                     self.time_log.push((e.ts, item, w));
+                    let term = self.decay.log_term(w, e.ts);
+                    let surface = e
+                        .surface
+                        .as_deref()
+                        .and_then(|s| self.segment(&format!("surface={s}")));
+                    let segs = &self.user_states[user as usize].segments;
+                    for s in segs.iter().copied().chain(surface) {
+                        let p = self.segment_popularity[s as usize]
+                            .entry(item)
+                            .or_insert(f64::NEG_INFINITY);
+                        *p = log_add(*p, term);
+                    }
                 }
                 if e.kind.is_positive() && item >= self.fold_from {
                     self.fold_pairs.push((item, user));

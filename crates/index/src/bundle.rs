@@ -125,7 +125,7 @@ const IDS: &str = "ids.postcard";
 const EMBEDDINGS: &str = "embeddings.postcard";
 const COVIS: &str = "covis.postcard";
 const NEIGHBORS: &str = "item_neighbors.postcard";
-const ANN: &str = "items.usearch";
+const ANN: &str = "items.hnsw";
 const MANIFEST: &str = "manifest.json";
 const CURRENT: &str = "CURRENT";
 

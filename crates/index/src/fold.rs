@@ -5,7 +5,9 @@
 //! normal equations training solves, against the fixed user vectors); an item nobody has
 //! engaged with yet borrows the mean vector of its creator's trained items. Only the
 //! engagements logged since the last step are read (`Inner::fold_pairs`), so a step costs
-//! the new events, not the catalog.
+//! the new events and the folded items, not the catalog. Folded items that get deleted leave
+//! the index; trained items that get deleted stay in it until the next training (the safety
+//! filter drops them from every response).
 
 use crate::{Embeddings, Models};
 use cascade_core::Idx;
@@ -43,11 +45,15 @@ pub struct ItemFolder {
     next_new: Idx,
     engagers: HashMap<Idx, Vec<(Idx, f32)>>,
     pending: Vec<Idx>,
+    /// Items this folder placed in the index, checked every step for deletion.
+    folded: std::collections::HashSet<Idx>,
 }
 
 struct Touched {
     item: Idx,
     live: bool,
+    /// New, or new engagements: (re)compute its vector. Otherwise only its liveness is checked.
+    changed: bool,
     creator_items: Vec<Idx>,
 }
 
@@ -74,6 +80,7 @@ impl ItemFolder {
                 };
             }
             let mut items = std::mem::take(&mut self.pending);
+            let mut changed: Vec<Idx> = Vec::new();
             for &(item, user) in g.fold_pairs.get(self.cursor..).unwrap_or_default() {
                 if item < trained {
                     continue;
@@ -81,13 +88,17 @@ impl ItemFolder {
                 let e = self.engagers.entry(item).or_default();
                 if e.len() < MAX_ENGAGERS && !e.iter().any(|&(u, _)| u == user) {
                     e.push((user, 1.0));
-                    items.push(item);
+                    changed.push(item);
                 }
             }
             self.cursor = g.fold_pairs.len();
             let n = g.items.len() as Idx;
-            items.extend(self.next_new..n);
+            changed.extend(self.next_new..n);
             self.next_new = self.next_new.max(n);
+            changed.sort_unstable();
+            changed.dedup();
+            items.extend(&changed);
+            items.extend(self.folded.iter().copied());
             items.sort_unstable();
             items.dedup();
             items
@@ -110,6 +121,7 @@ impl ItemFolder {
                     Touched {
                         item,
                         live,
+                        changed: changed.binary_search(&item).is_ok(),
                         creator_items,
                     }
                 })
@@ -119,12 +131,16 @@ impl ItemFolder {
         let mut stats = FoldStats::default();
         for t in touched {
             if !t.live {
+                self.folded.remove(&t.item);
                 if ann.contains(t.item) && ann.remove(t.item).is_ok() {
                     stats.removed += 1;
                 }
                 if self.pending.len() < MAX_PENDING {
                     self.pending.push(t.item);
                 }
+                continue;
+            }
+            if !t.changed && ann.contains(t.item) {
                 continue;
             }
             let v = self
@@ -134,7 +150,10 @@ impl ItemFolder {
                 .or_else(|| mean_of(emb, &t.creator_items));
             let Some(v) = v else { continue };
             match ann.upsert(t.item, &v) {
-                Ok(()) => stats.upserted += 1,
+                Ok(()) => {
+                    stats.upserted += 1;
+                    self.folded.insert(t.item);
+                }
                 Err(crate::AnnError::Full(_)) => {
                     stats.full = true;
                     break;

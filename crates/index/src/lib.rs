@@ -9,6 +9,7 @@ pub mod ann;
 pub mod bundle;
 pub mod covis;
 pub mod fold;
+pub mod hnsw;
 pub mod popular;
 mod store;
 

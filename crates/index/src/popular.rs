@@ -24,6 +24,11 @@ pub struct PopularLists {
     pub trending: Vec<(Idx, f32)>,
     /// Newest servable items first, with their `created_at`.
     pub fresh: Vec<(Idx, Millis)>,
+    /// By segment (`Inner::segments`: user attributes such as `locale=fr`, and the surface
+    /// an engagement came from, `surface=home`), best first; empty for point-in-time lists.
+    pub by_segment: Vec<Vec<(Idx, f32)>>,
+    /// Surface name → its segment in `by_segment`.
+    pub surface_segment: std::collections::HashMap<String, Idx>,
 }
 
 impl PopularLists {
@@ -44,7 +49,29 @@ impl PopularLists {
         let long = value(&g.popularity, &g.decay);
         let short = value(&g.popularity_short, &g.decay_short);
         // Fresh items are listed whatever their creation time: the source compares with `now`.
-        Self::from_dense(g, as_of, Millis::MAX, &long, &short, size, per_category)
+        let mut lists = Self::from_dense(g, as_of, Millis::MAX, &long, &short, size, per_category);
+        let by_score = |a: &(Idx, f32), b: &(Idx, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        lists.by_segment = g
+            .segment_popularity
+            .iter()
+            .map(|m| {
+                let mut l: Vec<(Idx, f32)> = m
+                    .iter()
+                    .filter(|&(&i, _)| g.is_servable(i))
+                    .map(|(&i, &s)| (i, g.decay.value_at(s, as_of) as f32))
+                    .filter(|&(_, s)| s > 0.0)
+                    .collect();
+                top_k(&mut l, per_category, by_score);
+                l
+            })
+            .collect();
+        lists.surface_segment = (0..g.segments.len() as Idx)
+            .filter_map(|s| {
+                let surface = g.segments.name(s)?.strip_prefix("surface=")?;
+                Some((surface.to_string(), s))
+            })
+            .collect();
+        lists
     }
 
     /// Point in time: only engagements strictly before `now` count, decayed to `now`. Used
@@ -137,6 +164,8 @@ impl PopularLists {
             by_category,
             trending,
             fresh: fresh.into_iter().map(|(t, i)| (i, t)).collect(),
+            by_segment: Vec::new(),
+            surface_segment: Default::default(),
         }
     }
 }

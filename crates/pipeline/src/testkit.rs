@@ -41,7 +41,10 @@ pub fn event(kind: EventKind, user: &str, n: u32, ts_s: i64) -> Event {
 
 /// Applies the mutations, builds popular lists and co-visitation, and wires an [`Env`].
 pub fn world(items: Vec<Item>, users: Vec<User>, events: Vec<Event>) -> Env {
-    let state = Arc::new(State::new(StateConfig::default()));
+    let state = Arc::new(State::with_segments(
+        StateConfig::default(),
+        vec!["locale".into(), "age_band".into()],
+    ));
     state.apply(&Mutation::UpsertItems(items));
     if !users.is_empty() {
         state.apply(&Mutation::UpsertUsers(users));

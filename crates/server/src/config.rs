@@ -74,6 +74,8 @@ pub struct FeaturesSection {
     /// Interactions remembered per user.
     pub history_cap: usize,
     pub weights: EventWeights,
+    /// User attributes whose values define segments with their own popular lists.
+    pub segments: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,6 +261,7 @@ impl Default for FeaturesSection {
             trending_half_life_hours: 6.0,
             history_cap: 200,
             weights: EventWeights::default(),
+            segments: vec!["locale".into(), "age_band".into()],
         }
     }
 }

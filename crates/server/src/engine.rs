@@ -248,12 +248,15 @@ pub struct Replayed {
 pub fn replay(config: &Config) -> Result<Replayed, ServerError> {
     let started = Instant::now();
     let dir = DataDir::open(&config.data_dir)?;
-    let state = Arc::new(State::new(StateConfig {
-        weights: config.features.weights,
-        popularity_half_life_hours: config.features.popularity_half_life_hours,
-        trending_half_life_hours: config.features.trending_half_life_hours,
-        history_cap: config.features.history_cap,
-    }));
+    let state = Arc::new(State::with_segments(
+        StateConfig {
+            weights: config.features.weights,
+            popularity_half_life_hours: config.features.popularity_half_life_hours,
+            trending_half_life_hours: config.features.trending_half_life_hours,
+            history_cap: config.features.history_cap,
+        },
+        config.features.segments.clone(),
+    ));
     let mut opts = LogOptions::new(dir.log_dir());
     opts.fsync = config.storage.fsync;
     opts.segment_bytes = config.storage.segment_mb << 20;

@@ -223,3 +223,55 @@ async fn embeddings_retrieve_the_users_taste_group() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn popular_blends_the_users_segments_and_the_requests_surface() {
+    use cascade_core::User;
+    let user = |id: &str, locale: Option<&str>| User {
+        id: id.into(),
+        attributes: locale
+            .map(|l| {
+                let mut m = serde_json::Map::new();
+                m.insert("locale".into(), l.into());
+                m
+            })
+            .unwrap_or_default(),
+        follows: vec![],
+    };
+    let mut users = vec![user("fr-reader", Some("fr")), user("nobody", None)];
+    let mut events = Vec::new();
+    // Globally item 8 wins (six English readers); French readers prefer item 2.
+    for u in 0..6 {
+        users.push(user(&format!("en{u}"), Some("en")));
+        events.push(event(Click, &format!("en{u}"), 8, 100));
+    }
+    for u in 0..3 {
+        users.push(user(&format!("fr{u}"), Some("fr")));
+        events.push(event(Click, &format!("fr{u}"), 2, 100));
+    }
+    // Engagements that came from the `feed` surface favour item 4.
+    for u in 0..2 {
+        let mut e = event(Click, &format!("anon{u}"), 4, 100);
+        e.surface = Some("feed".into());
+        events.push(e);
+    }
+    let env = world(catalog(), users, events);
+    let top = |q| async {
+        PopularSource
+            .retrieve(&ctx(&env, q), 3)
+            .await
+            .expect("hits")
+    };
+    assert_eq!(top(query("nobody", 3, 1000)).await[0].item, 8, "global");
+    assert_eq!(
+        top(query("fr-reader", 3, 1000)).await[0].item,
+        2,
+        "segment first"
+    );
+    assert_eq!(top(query("en0", 3, 1000)).await[0].item, 8);
+    let mut feed = query("nobody", 3, 1000);
+    feed.surface = "feed".into();
+    let hits = top(feed).await;
+    assert_eq!(hits[0].item, 4, "the surface's own favourites: {hits:?}");
+    assert!(hits.iter().any(|h| h.item == 8), "global still blended in");
+}
