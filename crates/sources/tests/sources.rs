@@ -275,3 +275,50 @@ async fn popular_blends_the_users_segments_and_the_requests_surface() {
     assert_eq!(hits[0].item, 4, "the surface's own favourites: {hits:?}");
     assert!(hits.iter().any(|h| h.item == 8), "global still blended in");
 }
+
+#[tokio::test]
+async fn embedding_search_through_the_index_matches_the_exact_scan() {
+    use cascade_index::Models;
+    use cascade_sources::{EmbeddingConfig, EmbeddingSource};
+    let mut events = Vec::new();
+    for u in 0..10u32 {
+        for i in 0..5u32 {
+            if i != u % 5 {
+                events.push(event(Click, &format!("u{u}"), i, i64::from(10 + i)));
+                events.push(event(Click, &format!("v{u}"), 5 + i, i64::from(10 + i)));
+            }
+        }
+    }
+    let env = world(catalog(), vec![], events);
+    let src = EmbeddingSource {
+        config: EmbeddingConfig::default(),
+        pool: env.pool.clone(),
+    };
+    let ids = |h: Vec<cascade_pipeline::Hit>| h.into_iter().map(|h| h.item).collect::<Vec<_>>();
+    let with_index = ids(src
+        .retrieve(&ctx(&env, query("u2", 5, 1000)), 6)
+        .await
+        .expect("ann"));
+    let m = env.models.load();
+    assert!(m.ann.is_some(), "the test world builds an index");
+    env.models.publish(Models {
+        version: m.version.clone(),
+        popular: m.popular.clone(),
+        covis: m.covis.clone(),
+        embeddings: m.embeddings.clone(),
+        ann: None,
+        item_neighbors: m.item_neighbors.clone(),
+    });
+    let exact = ids(src
+        .retrieve(&ctx(&env, query("u2", 5, 1000)), 6)
+        .await
+        .expect("exact"));
+    assert_eq!(with_index.len(), 6);
+    // Ten items: the graph search finds the exact top six (order may differ where half
+    // precision ties two scores).
+    let sorted = |mut v: Vec<u32>| {
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(sorted(with_index), sorted(exact));
+}
