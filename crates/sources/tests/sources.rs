@@ -176,10 +176,8 @@ async fn trending_fresh_and_follows() {
     );
 }
 
-#[tokio::test]
-async fn embeddings_retrieve_the_users_taste_group() {
-    use cascade_sources::{EmbeddingConfig, EmbeddingSource};
-    // Users u0..u9 like items 0..5, users v0..v9 items 5..10; each misses one of their group.
+/// Users u0..u9 like items 0..5, users v0..v9 items 5..10; each misses one of their group.
+fn taste_groups() -> (cascade_pipeline::Env, cascade_sources::EmbeddingSource) {
     let mut events = Vec::new();
     for u in 0..10u32 {
         for i in 0..5u32 {
@@ -190,10 +188,16 @@ async fn embeddings_retrieve_the_users_taste_group() {
         }
     }
     let env = world(catalog(), vec![], events);
-    let src = EmbeddingSource {
-        config: EmbeddingConfig::default(),
+    let src = cascade_sources::EmbeddingSource {
+        config: cascade_sources::EmbeddingConfig::default(),
         pool: env.pool.clone(),
     };
+    (env, src)
+}
+
+#[tokio::test]
+async fn embeddings_retrieve_the_users_taste_group() {
+    let (env, src) = taste_groups();
     let hits = src
         .retrieve(&ctx(&env, query("u3", 10, 1000)), 5)
         .await
@@ -279,21 +283,7 @@ async fn popular_blends_the_users_segments_and_the_requests_surface() {
 #[tokio::test]
 async fn embedding_search_through_the_index_matches_the_exact_scan() {
     use cascade_index::Models;
-    use cascade_sources::{EmbeddingConfig, EmbeddingSource};
-    let mut events = Vec::new();
-    for u in 0..10u32 {
-        for i in 0..5u32 {
-            if i != u % 5 {
-                events.push(event(Click, &format!("u{u}"), i, i64::from(10 + i)));
-                events.push(event(Click, &format!("v{u}"), 5 + i, i64::from(10 + i)));
-            }
-        }
-    }
-    let env = world(catalog(), vec![], events);
-    let src = EmbeddingSource {
-        config: EmbeddingConfig::default(),
-        pool: env.pool.clone(),
-    };
+    let (env, src) = taste_groups();
     let ids = |h: Vec<cascade_pipeline::Hit>| h.into_iter().map(|h| h.item).collect::<Vec<_>>();
     let with_index = ids(src
         .retrieve(&ctx(&env, query("u2", 5, 1000)), 6)
