@@ -139,15 +139,13 @@ impl AnnIndex {
         let n = vectors.len().checked_div(dim).unwrap_or(0);
         let spare = (n as f64 * f64::from(config.headroom)).ceil() as usize + 1024;
         let me = Self::new(dim, config, n + spare)?;
-        let mut nodes = Vec::with_capacity(n);
-        let mut rows = Vec::with_capacity(vectors.len());
-        for (i, v) in vectors.chunks_exact(dim).enumerate() {
-            if keep(i as Idx) && v.iter().any(|x| *x != 0.0) {
-                nodes.push(i as Idx);
-                rows.extend_from_slice(v);
-            }
-        }
-        each!(&me.store, g => g.insert_many(&nodes, &rows, &progress))?;
+        let nodes: Vec<Idx> = vectors
+            .chunks_exact(dim)
+            .enumerate()
+            .filter(|(i, v)| keep(*i as Idx) && v.iter().any(|x| *x != 0.0))
+            .map(|(i, _)| i as Idx)
+            .collect();
+        each!(&me.store, g => g.insert_many(&nodes, vectors, &progress))?;
         Ok(me)
     }
 

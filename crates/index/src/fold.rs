@@ -47,6 +47,8 @@ pub struct ItemFolder {
     pending: Vec<Idx>,
     /// Items this folder placed in the index, checked every step for deletion.
     folded: std::collections::HashSet<Idx>,
+    /// A full index is reported once, not every step until the next retrain.
+    full_reported: bool,
 }
 
 struct Touched {
@@ -155,7 +157,8 @@ impl ItemFolder {
                     self.folded.insert(t.item);
                 }
                 Err(crate::AnnError::Full(_)) => {
-                    stats.full = true;
+                    stats.full = !self.full_reported;
+                    self.full_reported = true;
                     break;
                 }
                 Err(_) => stats.failed += 1,

@@ -601,20 +601,27 @@ impl<E: Elem> Graph<E> {
 
     /// Builds from many vectors at once: all vectors are copied in first, then nodes are
     /// linked in parallel on rayon's pool.
+    /// `matrix` is row-major with row `n` for node `n`; only `nodes` are inserted.
     pub fn insert_many(
         &self,
         nodes: &[u32],
-        vectors: &[f32],
+        matrix: &[f32],
         progress: impl Fn(usize) + Sync,
     ) -> Result<(), HnswError> {
         use rayon::prelude::*;
         let d = self.p.dim;
         {
             let mut w = self.vectors.write();
-            for (&n, v) in nodes.iter().zip(vectors.chunks_exact(d)) {
+            for &n in nodes {
                 if n as usize >= self.cap {
                     return Err(HnswError::Full(n, self.cap));
                 }
+                let v = matrix.get(n as usize * d..(n as usize + 1) * d).ok_or(
+                    HnswError::Dimensions {
+                        got: matrix.len() % d.max(1),
+                        want: d,
+                    },
+                )?;
                 for (x, &y) in w[n as usize * d..(n as usize + 1) * d].iter_mut().zip(v) {
                     *x = E::from_f32(y);
                 }
