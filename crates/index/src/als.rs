@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 pub struct AlsConfig {
     pub factors: usize,
     pub regularization: f32,
-    /// Confidence of an observed interaction is `1 + alpha · weight`.
+    /// Confidence of an observed interaction is `1 + alpha · weight` (implicit's `alpha · r`
+    /// with its alpha = 1 is `alpha = 0` here).
     pub alpha: f32,
     pub iterations: usize,
     pub cg_steps: usize,
