@@ -72,6 +72,15 @@ impl Interactions {
         out
     }
 
+    /// Every user's positive engagements in the state as `(user, item, 1)`: what the
+    /// embeddings learn from (skips and hides are not taste).
+    pub fn engaged(g: &cascade_features::Inner) -> impl Iterator<Item = (Idx, Idx, f32)> + '_ {
+        g.user_states
+            .iter()
+            .enumerate()
+            .flat_map(|(u, s)| s.engaged.iter().map(move |&(i, _)| (u as Idx, i, 1.0)))
+    }
+
     pub fn rows(&self) -> usize {
         self.offsets.len().saturating_sub(1)
     }

@@ -53,12 +53,7 @@ fn world() -> (Arc<State>, Models) {
     assert_eq!(trained, 20);
     let emb = {
         let g = state.read();
-        let t = g
-            .user_states
-            .iter()
-            .enumerate()
-            .flat_map(|(u, s)| s.engaged.iter().map(move |&(i, _)| (u as u32, i, 1.0)))
-            .collect();
+        let t = Interactions::engaged(&g).collect();
         let data = Interactions::from_triples(g.users.len(), t);
         let cfg = AlsConfig {
             factors: 8,

@@ -59,12 +59,7 @@ pub fn world(items: Vec<Item>, users: Vec<User>, events: Vec<Event>) -> Env {
             popularity_exponent: 0.0,
             ..Default::default()
         };
-        let triples = g
-            .user_states
-            .iter()
-            .enumerate()
-            .flat_map(|(u, s)| s.engaged.iter().map(move |&(i, _)| (u as u32, i, 1.0)))
-            .collect();
+        let triples = Interactions::engaged(&g).collect();
         let data = Interactions::from_triples(g.users.len(), triples);
         let als = AlsConfig {
             factors: 8,

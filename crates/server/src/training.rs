@@ -67,11 +67,7 @@ fn snapshot(state: &State, config: &Config, opts: &TrainOptions) -> Snapshot {
             }
         }
     }
-    let triples: Vec<(Idx, Idx, f32)> = g
-        .user_states
-        .iter()
-        .enumerate()
-        .flat_map(|(u, s)| s.engaged.iter().map(move |&(i, _)| (u as Idx, i, 1.0)))
+    let triples: Vec<(Idx, Idx, f32)> = Interactions::engaged(&g)
         .filter(|&(u, i, _)| holdout.binary_search(&(u, i)).is_err())
         .collect();
     let (first, last) = g
