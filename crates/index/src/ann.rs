@@ -62,6 +62,11 @@ impl AnnConfig {
         Ok(())
     }
 
+    /// Slots for `n` items plus the spare share (and a fixed 1,024 for small catalogs).
+    pub fn capacity_for(&self, n: usize) -> usize {
+        n + (n as f64 * f64::from(self.headroom)).ceil() as usize + 1024
+    }
+
     fn params(&self, dim: usize) -> Params {
         Params {
             dim,
@@ -137,8 +142,7 @@ impl AnnIndex {
         progress: impl Fn(usize) + Sync,
     ) -> Result<Self, AnnError> {
         let n = vectors.len().checked_div(dim).unwrap_or(0);
-        let spare = (n as f64 * f64::from(config.headroom)).ceil() as usize + 1024;
-        let me = Self::new(dim, config, n + spare)?;
+        let me = Self::new(dim, config, config.capacity_for(n))?;
         let nodes: Vec<Idx> = vectors
             .chunks_exact(dim)
             .enumerate()
@@ -220,33 +224,33 @@ impl AnnIndex {
 
     /// Loads an index written by [`AnnIndex::save`], with `headroom` spare capacity.
     pub fn load(path: &Path, config: AnnConfig) -> Result<Self, AnnError> {
-        let io = |e: std::io::Error| AnnError::File(format!("{}: {e}", path.display()));
-        let f = std::fs::File::open(path).map_err(io)?;
-        let mut r = std::io::BufReader::with_capacity(1 << 20, f);
-        let mut probe = [0u8; 9];
-        std::io::Read::read_exact(&mut r, &mut probe).map_err(io)?;
-        let f = std::fs::File::open(path).map_err(io)?;
-        let mut r = std::io::BufReader::with_capacity(1 << 20, f);
-        // The precision is part of the file; the config's spare capacity applies on top.
-        let cap =
-            |used: usize| used + (used as f64 * f64::from(config.headroom)).ceil() as usize + 1024;
-        let (store, p) = match probe[8] {
-            32 => {
-                let g = Graph::<f32>::load(&mut r, cap)?;
-                let p = g.params();
-                (Store::F32(g), p)
+        let f = std::fs::File::open(path)
+            .map_err(|e| AnnError::File(format!("{}: {e}", path.display())))?;
+        Self::read_from(&mut std::io::BufReader::with_capacity(1 << 20, f), config).map_err(|e| {
+            match e {
+                AnnError::File(m) => AnnError::File(format!("{}: {m}", path.display())),
+                e => e,
             }
-            16 => {
-                let g = Graph::<crate::hnsw::F16>::load(&mut r, cap)?;
-                let p = g.params();
-                (Store::F16(g), p)
-            }
-            _ => {
-                return Err(AnnError::File(format!(
-                    "{}: unknown precision",
-                    path.display()
-                )));
-            }
+        })
+    }
+
+    /// Reads what [`AnnIndex::save`] wrote; the precision comes from the data, the spare
+    /// capacity and search width from `config`.
+    pub fn read_from(r: &mut impl std::io::BufRead, config: AnnConfig) -> Result<Self, AnnError> {
+        let kind = r
+            .fill_buf()
+            .map_err(|e| AnnError::File(e.to_string()))?
+            .get(8)
+            .copied();
+        let cap = |used: usize| config.capacity_for(used);
+        let store = match kind {
+            Some(32) => Store::F32(Graph::load(r, cap)?),
+            Some(16) => Store::F16(Graph::load(r, cap)?),
+            _ => return Err(AnnError::File("unknown precision".into())),
+        };
+        let (p, quantization) = match &store {
+            Store::F32(g) => (g.params(), Quantization::F32),
+            Store::F16(g) => (g.params(), Quantization::F16),
         };
         let mut me = Self {
             store,
@@ -254,10 +258,7 @@ impl AnnIndex {
             config: AnnConfig {
                 connectivity: p.m,
                 expansion_add: p.ef_construction,
-                quantization: match probe[8] {
-                    32 => Quantization::F32,
-                    _ => Quantization::F16,
-                },
+                quantization,
                 ..config
             },
         };

@@ -154,6 +154,43 @@ fn encode<T: Serialize>(path: &Path, v: &T) -> Result<Vec<u8>, BundleError> {
     postcard::to_allocvec(v).map_err(|e| invalid(path, e))
 }
 
+/// Counts and checksums the bytes read through it.
+struct Checked<R> {
+    inner: R,
+    hasher: crc32fast::Hasher,
+    bytes: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Checked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Loads the HNSW file in one pass, checksumming it as it is read; a checksum mismatch is
+/// reported in preference to whatever parse error the damage caused.
+fn load_checked(path: &Path, f: &FileEntry, cfg: AnnConfig) -> Result<AnnIndex, BundleError> {
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let mut r = std::io::BufReader::with_capacity(
+        1 << 20,
+        Checked {
+            inner: file,
+            hasher: crc32fast::Hasher::new(),
+            bytes: 0,
+        },
+    );
+    let loaded = AnnIndex::read_from(&mut r, cfg);
+    std::io::copy(&mut r, &mut std::io::sink()).map_err(io(path))?;
+    let c = r.into_inner();
+    if (c.bytes, c.hasher.finalize()) != (f.bytes, f.crc32) {
+        return Err(invalid(path, "checksum mismatch"));
+    }
+    loaded.map_err(|e| invalid(path, e))
+}
+
 impl Bundle {
     /// Writes the bundle under `models_dir/<version>` and makes it current.
     pub fn save(&mut self, models_dir: &Path) -> Result<PathBuf, BundleError> {
@@ -242,11 +279,7 @@ impl Bundle {
             }
             let path = dir.join(&f.name);
             if f.name == ANN {
-                let got = entry(dir, ANN)?;
-                if (got.bytes, got.crc32) != (f.bytes, f.crc32) {
-                    return Err(invalid(&path, "checksum mismatch"));
-                }
-                continue;
+                continue; // checked while it is read, below
             }
             let bytes = std::fs::read(&path).map_err(io(&path))?;
             if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc32 {
@@ -274,9 +307,8 @@ impl Bundle {
                 "embeddings cover more ids than the bundle names",
             ));
         }
-        let has_ann = manifest.files.iter().any(|f| f.name == ANN);
-        let ann = if has_ann {
-            let a = AnnIndex::load(&dir.join(ANN), ann_config)?;
+        let ann = if let Some(f) = manifest.files.iter().find(|f| f.name == ANN) {
+            let a = load_checked(&dir.join(ANN), f, ann_config)?;
             if a.dim() != embeddings.dim {
                 return Err(invalid(
                     dir,

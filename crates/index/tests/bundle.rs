@@ -104,6 +104,16 @@ fn a_damaged_file_or_a_newer_format_is_refused() {
         "{err}"
     );
 
+    // The index file is checked while it is read.
+    let path = bundle("v1b").save(&models_dir(tmp.path())).expect("save");
+    let f = path.join("items.hnsw");
+    let mut bytes = std::fs::read(&f).expect("read");
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x55;
+    std::fs::write(&f, bytes).expect("write");
+    let err = Bundle::load(&path, AnnConfig::default()).expect_err("damaged index");
+    assert!(err.to_string().ends_with("checksum mismatch"), "{err}");
+
     let path = bundle("v2").save(&models_dir(tmp.path())).expect("save");
     let mf = path.join("manifest.json");
     let mut m: serde_json::Value =
