@@ -160,6 +160,8 @@ fn eval_surfaces(cfg: &mut Config, budget: usize) -> anyhow::Result<Vec<(String,
             ..src.clone()
         }];
         s.hydrators.clear();
+        s.heavy_ranker = false;
+        s.prerank_keep = s.prerank_keep.max(src.limit.max(50));
         s.fallback = false;
         s.scorer.source_weights = BTreeMap::new();
         s.scorer.popularity = 0.0;
@@ -190,10 +192,39 @@ fn eval_surfaces(cfg: &mut Config, budget: usize) -> anyhow::Result<Vec<(String,
         })
         .collect();
     union.candidate_budget = budget;
+    union.prerank_keep = budget;
+    union.heavy_ranker = false;
     union.fallback = false;
     let union_name = format!("union_{budget}");
     cfg.surfaces.insert(union_name.clone(), union);
     rows.push((union_name, budget));
+    // Each ranking stage of `home` beside the one before it: retrieval scores alone (every
+    // source weighted 1, no features), the pre-ranker, then the full cascade.
+    let mut retrieval = quiet(home.clone());
+    retrieval.heavy_ranker = false;
+    retrieval.scorer.source_weights = home
+        .sources
+        .iter()
+        .map(|s| {
+            (
+                serde_json::to_value(s.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                1.0,
+            )
+        })
+        .collect();
+    retrieval.scorer.popularity = 0.0;
+    retrieval.scorer.category_affinity = 0.0;
+    retrieval.scorer.creator_affinity = 0.0;
+    retrieval.scorer.follows_creator = 0.0;
+    cfg.surfaces.insert("pipeline_retrieval".into(), retrieval);
+    rows.push(("pipeline_retrieval".into(), 50));
+    let mut prerank = quiet(home.clone());
+    prerank.heavy_ranker = false;
+    cfg.surfaces.insert("pipeline_prerank".into(), prerank);
+    rows.push(("pipeline_prerank".into(), 50));
     cfg.surfaces.insert("pipeline".into(), quiet(home));
     rows.push(("pipeline".into(), 50));
     cfg.server.max_n = cfg.server.max_n.max(budget);
@@ -254,6 +285,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     engine.rebuild_models();
     let train_s = t.elapsed().as_secs_f64();
+    // The ranker trains from the log in the background after start; the cascade rows need it.
+    let t = Instant::now();
+    engine.wait_for_ranker();
+    eprintln!(
+        "ranker ready after another {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
 
     let mut relevant: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
     for r in &test {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_ann;
+mod bench_rank;
 mod eval;
 mod generate;
 mod import;
@@ -91,6 +92,9 @@ enum Command {
         /// Print the manifest as JSON instead of a summary.
         #[arg(long)]
         json: bool,
+        /// Also write the ranker's training lists as CSV (for `bench/peer_lightgbm.py`).
+        #[arg(long)]
+        export_lists: Option<PathBuf>,
     },
     /// Measure ingest throughput and recommendation latency under concurrent load.
     Bench {
@@ -107,6 +111,9 @@ enum Command {
 enum BenchKind {
     /// The HNSW index alone: recall@10 vs exact, queries/s per `ef`, build time, memory.
     Ann(bench_ann::AnnArgs),
+    /// The ranking stage (hydration, pre-ranker, GBDT) per request on one core, and GBDT
+    /// inference alone on the pre-ranker's survivors.
+    Rank(bench_rank::RankArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -193,15 +200,20 @@ fn main() -> anyhow::Result<()> {
             config,
             holdout_users,
             json,
+            export_lists,
         } => {
             let mut cfg = Config::load(config.as_deref())?;
             cfg.data_dir = data_dir;
-            train::run(&cfg, holdout_users, json)
+            train::run(&cfg, holdout_users, json, export_lists.as_deref())
         }
         Command::Bench {
             what: Some(BenchKind::Ann(a)),
             ..
         } => bench_ann::run(a),
+        Command::Bench {
+            what: Some(BenchKind::Rank(a)),
+            ..
+        } => bench_rank::run(a),
         Command::Bench { what: None, args } => bench::run(args),
         Command::Eval(args) => eval::run(args),
     }

@@ -48,7 +48,12 @@ impl Bars {
     }
 }
 
-pub fn run(cfg: &Config, holdout_users: usize, json: bool) -> anyhow::Result<()> {
+pub fn run(
+    cfg: &Config,
+    holdout_users: usize,
+    json: bool,
+    export_lists: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     cfg.validate()?;
     let t = Instant::now();
     let replayed = cascade_server::engine::replay(cfg)?;
@@ -56,6 +61,15 @@ pub fn run(cfg: &Config, holdout_users: usize, json: bool) -> anyhow::Result<()>
     let bars = Bars::new();
     let opts = TrainOptions { holdout_users };
     let mut bundle = training::train(&replayed.state, cfg, &opts, &|s, d, n| bars.update(s, d, n));
+    if cfg.models.ranker.enabled {
+        let (model, metrics) = cascade_server::ranker::train_from_log(
+            cfg,
+            &replayed.dir.log_dir(),
+            export_lists,
+            &|s, d, n| bars.update(s, d, n),
+        )?;
+        cascade_server::ranker::add_to_bundle(&mut bundle, cfg, model, metrics);
+    }
     let path = bundle.save(&cascade_index::bundle::models_dir(&cfg.data_dir))?;
     let m = &bundle.manifest;
     if json {
@@ -86,6 +100,20 @@ pub fn run(cfg: &Config, holdout_users: usize, json: bool) -> anyhow::Result<()>
         x.holdout_users,
         opt(x.ann_recall_at_10)
     );
+    if let Some(r) = &x.ranker {
+        println!(
+            "  ranker: {} lists ({} held out), {} rows, {} trees, {} features; NDCG@10 held out {} (pre-ranker {}); lists {:.1}s, trees {:.1}s",
+            r.train_lists + r.valid_lists,
+            r.valid_lists,
+            r.rows,
+            r.rounds,
+            r.features.len(),
+            opt(r.valid_ndcg_at_10),
+            opt(r.prerank_valid_ndcg_at_10),
+            r.candidates_seconds,
+            r.gbdt_seconds
+        );
+    }
     println!("  total {:.1}s", t.elapsed().as_secs_f64());
     Ok(())
 }

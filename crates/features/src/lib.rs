@@ -9,5 +9,5 @@ pub mod state;
 pub mod weights;
 
 pub use schema::{FeatureDef, FeatureSchema};
-pub use state::{Inner, Interaction, ItemRec, State, StateStats, UserState, UserView};
-pub use weights::{Decay, EventWeights};
+pub use state::{Inner, Interaction, ItemRec, ItemStats, State, StateStats, UserState, UserView};
+pub use weights::{Decay, EventWeights, LabelWeights};

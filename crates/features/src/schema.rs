@@ -1,9 +1,9 @@
 //! Declared features: name, default, and index, shared by training and serving.
 
 /// One declared feature.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FeatureDef {
-    pub name: &'static str,
+    pub name: String,
     /// Used when the value cannot be computed (and counted as missing).
     pub default: f32,
 }
@@ -12,6 +12,15 @@ pub struct FeatureDef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureSchema {
     defs: Vec<FeatureDef>,
+}
+
+impl FeatureDef {
+    pub fn new(name: impl Into<String>, default: f32) -> Self {
+        Self {
+            name: name.into(),
+            default,
+        }
+    }
 }
 
 impl FeatureSchema {
@@ -29,6 +38,11 @@ impl FeatureSchema {
 
     pub fn index(&self, name: &str) -> Option<usize> {
         self.defs.iter().position(|d| d.name == name)
+    }
+
+    /// The feature names, in column order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.defs.iter().map(|d| d.name.as_str())
     }
 
     pub fn defs(&self) -> &[FeatureDef] {

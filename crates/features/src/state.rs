@@ -82,6 +82,8 @@ pub struct Interaction {
 pub struct UserState {
     /// Upserted through the API (not only seen in events).
     pub known: bool,
+    /// Time of the first interaction (seconds; 0 before any): the account's age for ranking.
+    pub first_s: u32,
     pub attributes: Option<Box<Map<String, Value>>>,
     pub follows: Vec<Idx>,
     /// The most recent interactions, oldest first, at most `history_cap`.
@@ -159,6 +161,8 @@ pub struct Inner {
     pub popularity_short: Vec<f64>,
     /// Positive-engagement count per item.
     pub engagements: Vec<u32>,
+    /// Feedback counts per item, for smoothed rates (CTR, like, skip, watch completion).
+    pub item_stats: Vec<ItemStats>,
     /// Impressions per item.
     pub impressions: Vec<u32>,
     /// Every weighted engagement (unix ms, item, weight), for point-in-time popularity when a
@@ -208,6 +212,8 @@ pub struct UserView {
     pub interactions: usize,
     pub attributes: Option<Box<Map<String, Value>>>,
     pub segments: Vec<Idx>,
+    /// First interaction before `now` (seconds; 0 when none).
+    pub first_s: u32,
 }
 
 /// Shared handle to the state.
@@ -252,6 +258,7 @@ impl State {
                 popularity: Vec::new(),
                 popularity_short: Vec::new(),
                 engagements: Vec::new(),
+                item_stats: Vec::new(),
                 impressions: Vec::new(),
                 time_log: Vec::new(),
                 fold_from: Idx::MAX,
@@ -383,6 +390,11 @@ impl Inner {
                 .count(),
             attributes: u.attributes.clone(),
             segments: u.segments.clone(),
+            first_s: if now == Millis::MAX || u.first_s < now_s {
+                u.first_s
+            } else {
+                0
+            },
         }
     }
 
@@ -394,6 +406,7 @@ impl Inner {
             self.popularity.push(f64::NEG_INFINITY);
             self.popularity_short.push(f64::NEG_INFINITY);
             self.engagements.push(0);
+            self.item_stats.push(ItemStats::default());
             self.impressions.push(0);
         }
         idx
@@ -581,6 +594,20 @@ impl Inner {
                         *p = log_add(*p, term);
                     }
                 }
+                let stats = &mut self.item_stats[item as usize];
+                match e.kind {
+                    EventKind::View => stats.views += 1,
+                    EventKind::Click => stats.clicks += 1,
+                    EventKind::Like => stats.likes += 1,
+                    EventKind::Skip => stats.skips += 1,
+                    EventKind::Hide => stats.hides += 1,
+                    EventKind::Share | EventKind::Purchase => stats.shares += 1,
+                    EventKind::Watch => {
+                        stats.watches += 1;
+                        stats.watch_fraction += e.fraction.unwrap_or(0.5).clamp(0.0, 1.0);
+                    }
+                    EventKind::Impression | EventKind::Follow => {}
+                }
                 if e.kind.is_positive() && item >= self.fold_from {
                     self.fold_pairs.push((item, user));
                 }
@@ -595,6 +622,9 @@ impl Inner {
                     first_time(&mut st.engaged, item, ts_s);
                 }
                 if e.kind.is_interaction() {
+                    if st.first_s == 0 || ts_s < st.first_s {
+                        st.first_s = ts_s;
+                    }
                     first_time(&mut st.seen, item, ts_s);
                     let rec = Interaction {
                         item,
@@ -613,6 +643,21 @@ impl Inner {
             }
         }
     }
+}
+
+/// Feedback counts of one item (impressions are counted in `Inner::impressions`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ItemStats {
+    pub views: u32,
+    pub clicks: u32,
+    pub likes: u32,
+    pub skips: u32,
+    pub hides: u32,
+    /// Shares and purchases.
+    pub shares: u32,
+    pub watches: u32,
+    /// Sum of watched fractions over `watches`.
+    pub watch_fraction: f32,
 }
 
 /// Records `item` at `ts_s` in a by-item list, keeping the earliest time.

@@ -53,6 +53,86 @@ impl EventWeights {
     }
 }
 
+/// How the ranker's training label blends the feedback on one shown item: positive signals
+/// add, skips and hides subtract, and the sum is rounded to a relevance grade in
+/// `0..=max_grade`. Clicks alone are not the objective unless configured so.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelWeights {
+    pub view: f32,
+    pub click: f32,
+    pub like: f32,
+    pub share: f32,
+    pub purchase: f32,
+    /// Times the watched fraction (0.5 when unknown).
+    pub watch: f32,
+    pub skip: f32,
+    pub hide: f32,
+    pub max_grade: f32,
+}
+
+impl Default for LabelWeights {
+    fn default() -> Self {
+        Self {
+            view: 1.0,
+            click: 1.0,
+            like: 2.0,
+            share: 3.0,
+            purchase: 3.0,
+            watch: 2.0,
+            skip: -1.0,
+            hide: -3.0,
+            max_grade: 3.0,
+        }
+    }
+}
+
+impl LabelWeights {
+    /// Contribution of one event to its item's label.
+    pub fn weight(&self, kind: EventKind, fraction: Option<f32>) -> f32 {
+        match kind {
+            EventKind::View => self.view,
+            EventKind::Click => self.click,
+            EventKind::Like => self.like,
+            EventKind::Share => self.share,
+            EventKind::Purchase => self.purchase,
+            EventKind::Watch => self.watch * fraction.unwrap_or(0.5).clamp(0.0, 1.0),
+            EventKind::Skip => self.skip,
+            EventKind::Hide => self.hide,
+            EventKind::Impression | EventKind::Follow => 0.0,
+        }
+    }
+
+    /// The relevance grade of a summed label.
+    pub fn grade(&self, sum: f32) -> f32 {
+        if sum.is_finite() {
+            sum.round().clamp(0.0, self.max_grade.max(1.0))
+        } else {
+            0.0
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let all = [
+            self.view,
+            self.click,
+            self.like,
+            self.share,
+            self.purchase,
+            self.watch,
+            self.skip,
+            self.hide,
+        ];
+        if all.iter().any(|w| !w.is_finite()) {
+            return Err("label weights must be finite".into());
+        }
+        if !(1.0..=10.0).contains(&self.max_grade) {
+            return Err("max_grade must be in 1..=10".into());
+        }
+        Ok(())
+    }
+}
+
 /// Exponential decay with a half-life. Scores are kept as `ln(Σ w·e^{λ(t−T0)})`, so an update
 /// is O(1), ordering never changes as time passes, and no value overflows for any date.
 #[derive(Debug, Clone, Copy, PartialEq)]

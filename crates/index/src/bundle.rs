@@ -64,6 +64,33 @@ pub struct Params {
     pub hnsw: Option<AnnConfig>,
     /// Embedding neighbours kept per item.
     pub item_neighbors: usize,
+    /// The heavy ranker's training parameters and label weights, when one was trained.
+    #[serde(default)]
+    pub ranker: Option<cascade_gbdt::Params>,
+    #[serde(default)]
+    pub labels: Option<cascade_features::LabelWeights>,
+}
+
+/// How the heavy ranker was trained and how well it orders held-out lists.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RankerMetrics {
+    /// The surface whose pipeline produced the training candidates.
+    pub surface: String,
+    /// The feature schema, in column order (what serving must hydrate).
+    pub features: Vec<String>,
+    pub train_lists: usize,
+    pub valid_lists: usize,
+    pub rows: usize,
+    pub rounds: usize,
+    pub train_ndcg_at_10: f64,
+    pub valid_ndcg_at_10: Option<f64>,
+    /// The pre-ranker's order of the same validation lists: the lift is the difference.
+    pub prerank_valid_ndcg_at_10: Option<f64>,
+    /// Held-out NDCG@10 after each boosting round.
+    #[serde(default)]
+    pub valid_curve: Vec<f64>,
+    pub candidates_seconds: f64,
+    pub gbdt_seconds: f64,
 }
 
 /// Measured while training.
@@ -81,6 +108,8 @@ pub struct TrainMetrics {
     /// (those engagements are left out of training).
     pub holdout_recall_at_10: Option<f64>,
     pub holdout_users: usize,
+    #[serde(default)]
+    pub ranker: Option<RankerMetrics>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +142,8 @@ pub struct Bundle {
     pub covis: CoVisitation,
     pub item_neighbors: CoVisitation,
     pub ann: Option<AnnIndex>,
+    /// The heavy ranker (gradient-boosted trees over the named features).
+    pub ranker: Option<cascade_gbdt::Model>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -126,6 +157,7 @@ const EMBEDDINGS: &str = "embeddings.postcard";
 const COVIS: &str = "covis.postcard";
 const NEIGHBORS: &str = "item_neighbors.postcard";
 const ANN: &str = "items.hnsw";
+const RANKER: &str = "ranker.json";
 const MANIFEST: &str = "manifest.json";
 const CURRENT: &str = "CURRENT";
 
@@ -218,6 +250,13 @@ impl Bundle {
             if let Some(ann) = &self.ann {
                 ann.save(&tmp.join(ANN))?;
                 names.push(ANN);
+            }
+            if let Some(r) = &self.ranker {
+                write_file(
+                    &tmp.join(RANKER),
+                    &r.to_json().map_err(|e| invalid(&tmp, e))?,
+                )?;
+                names.push(RANKER);
             }
             self.manifest.files = names
                 .into_iter()
@@ -319,7 +358,14 @@ impl Bundle {
         } else {
             None
         };
+        let ranker = match blobs.get(RANKER) {
+            Some(b) => {
+                Some(cascade_gbdt::Model::from_json(b).map_err(|e| invalid(&dir.join(RANKER), e))?)
+            }
+            None => None,
+        };
         Ok(Self {
+            ranker,
             manifest,
             item_ids: ids.items,
             user_ids: ids.users,

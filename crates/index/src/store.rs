@@ -19,6 +19,23 @@ pub struct Models {
     pub ann: Option<Arc<crate::AnnIndex>>,
     /// Nearest items by embedding (cosine), for the `similar` source.
     pub item_neighbors: Arc<CoVisitation>,
+    /// The heavy ranker, when trained; without it surfaces keep the pre-ranker's order.
+    pub ranker: Option<Arc<cascade_gbdt::Model>>,
+}
+
+impl Models {
+    /// A new set sharing every artifact with this one (to replace some of them).
+    pub fn clone_shallow(&self) -> Self {
+        Self {
+            version: self.version.clone(),
+            popular: self.popular.clone(),
+            covis: self.covis.clone(),
+            embeddings: self.embeddings.clone(),
+            ann: self.ann.clone(),
+            item_neighbors: self.item_neighbors.clone(),
+            ranker: self.ranker.clone(),
+        }
+    }
 }
 
 /// Holds the current [`Models`] behind an `ArcSwap`: readers load without locking, the data
@@ -47,14 +64,28 @@ impl ModelStore {
         self.current.load_full()
     }
 
-    pub fn publish(&self, models: Models) {
+    /// Publishes a new set. A set without a ranker keeps the current one: the ranker is
+    /// trained apart from the other models (from the log, possibly in the background), so a
+    /// rebuild of co-visitation or embeddings never drops it.
+    pub fn publish(&self, mut models: Models) {
         let _one_at_a_time = self.publishing.lock();
+        if models.ranker.is_none() {
+            models.ranker = self.load().ranker.clone();
+        }
         self.store(models);
     }
 
     fn store(&self, models: Models) {
         self.current.store(Arc::new(models));
         self.past.lock().clear();
+    }
+
+    /// Sets the ranker, keeping the other artifacts.
+    pub fn publish_ranker(&self, ranker: Arc<cascade_gbdt::Model>) {
+        let _one_at_a_time = self.publishing.lock();
+        let mut next = self.load().clone_shallow();
+        next.ranker = Some(ranker);
+        self.store(next);
     }
 
     /// Replaces only the popular lists, keeping the other artifacts (read and replaced under
@@ -69,6 +100,7 @@ impl ModelStore {
             embeddings: cur.embeddings.clone(),
             ann: cur.ann.clone(),
             item_neighbors: cur.item_neighbors.clone(),
+            ranker: cur.ranker.clone(),
         });
     }
 

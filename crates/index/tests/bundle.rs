@@ -51,6 +51,7 @@ fn bundle(version: &str) -> Bundle {
         covis: covis.clone(),
         item_neighbors: covis,
         ann: Some(ann),
+        ranker: None,
     }
 }
 
@@ -125,4 +126,45 @@ fn a_damaged_file_or_a_newer_format_is_refused() {
         err.to_string().contains("newer than this build reads"),
         "{err}"
     );
+}
+
+fn ranker() -> cascade_gbdt::Model {
+    let x: Vec<f32> = (0..400).map(|i| (i % 17) as f32).collect();
+    let y: Vec<f32> = x
+        .iter()
+        .map(|&v| if v > 12.0 { 1.0 } else { 0.0 })
+        .collect();
+    let off: Vec<usize> = (0..=10).map(|q| q * 40).collect();
+    let p = cascade_gbdt::Params {
+        trees: 5,
+        min_data_in_leaf: 5,
+        ..Default::default()
+    };
+    let lists = cascade_gbdt::Lists::new(&x, 1, &y, &off);
+    cascade_gbdt::train(&lists, None, &["f".to_string()], &p, &|_, _| {})
+        .expect("train")
+        .0
+}
+
+#[test]
+fn the_ranker_travels_with_the_bundle_and_a_damaged_one_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut b = bundle("v-ranker");
+    let model = ranker();
+    b.ranker = Some(model.clone());
+    let dir = b.save(tmp.path()).expect("save");
+    let loaded = Bundle::load(&dir, AnnConfig::default()).expect("load");
+    let got = loaded.ranker.expect("ranker");
+    assert_eq!(got, model);
+    for v in [0.0f32, 13.0, 16.0] {
+        assert_eq!(got.predict(&[v]), model.predict(&[v]));
+    }
+    // Flip one byte of the model: the bundle is refused, naming the file.
+    let path = dir.join("ranker.json");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("write");
+    let err = Bundle::load(&dir, AnnConfig::default()).expect_err("damaged");
+    assert!(err.to_string().contains("ranker.json"), "{err}");
 }

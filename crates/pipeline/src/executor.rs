@@ -40,6 +40,10 @@ pub struct Pipeline {
     pub schema: Arc<FeatureSchema>,
     pub hydrators: Vec<Arc<dyn Hydrator>>,
     pub filters: Vec<Arc<dyn Filter>>,
+    /// The cheap first ranking stage: scores every hydrated candidate, and only the best
+    /// `prerank_keep` go on to `scorers` (the heavy ranker).
+    pub prerank: Option<Arc<dyn Scorer>>,
+    pub prerank_keep: usize,
     pub scorers: Vec<Arc<dyn Scorer>>,
     pub selectors: Vec<Arc<dyn Selector>>,
     pub explainer: Arc<dyn Explainer>,
@@ -128,80 +132,16 @@ impl Pipeline {
         let mut degraded = Vec::new();
         let mut timings = Vec::with_capacity(8);
         let surface = self.surface.clone();
-
-        // Context: one short read of the state, off the async runtime.
-        let t = Instant::now();
-        let ctx = {
-            let state = env.state.clone();
-            let models = env.models.clone();
-            let pool = env.pool.clone();
-            let (ps, pc) = (env.popular_size, env.popular_per_category);
-            let built = env
-                .pool
-                .run(move || {
-                    let env = Env {
-                        state,
-                        models,
-                        pool,
-                        popular_size: ps,
-                        popular_per_category: pc,
-                    };
-                    RequestCtx::build(&env, query, started, deadline)
-                })
-                .await;
-            match built {
-                Ok(c) => Arc::new(c),
-                Err(e) => {
-                    // Cannot even read the user: serve nothing rather than guess; the caller
-                    // maps an empty result with this entry to a fallback.
-                    tracing::error!(error = %e, "building request context failed");
-                    return self.empty_result(env, degraded, timings);
-                }
-            }
+        let Some((ctx, cands)) = self
+            .gather(env, query, started, &mut degraded, &mut timings)
+            .await
+        else {
+            // Cannot even read the user: serve nothing rather than guess; the caller maps an
+            // empty result with this entry to a fallback.
+            return self.empty_result(env, degraded, timings);
         };
-        timings.push(("context", ms(t.elapsed())));
 
-        // Sources, concurrently, each under its own deadline.
-        let t = Instant::now();
-        let futs = self.sources.iter().map(|slot| {
-            let ctx = ctx.clone();
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let budget = slot.timeout.min(remaining);
-            async move {
-                let t = Instant::now();
-                let r = tokio::time::timeout(budget, slot.source.retrieve(&ctx, slot.limit)).await;
-                (r, t.elapsed())
-            }
-        });
-        let results = join_all(futs).await;
-        let mut lists: Vec<Vec<Hit>> = Vec::with_capacity(self.sources.len());
-        for (slot, (r, took)) in self.sources.iter().zip(results) {
-            let name = slot.source.name();
-            metrics::histogram!("cascade_source_seconds", "surface" => surface.clone(), "source" => name.to_string())
-                .record(took.as_secs_f64());
-            match r {
-                Ok(Ok(mut hits)) => {
-                    hits.truncate(slot.limit);
-                    lists.push(hits);
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(source = name, error = %e, "candidate source failed");
-                    degraded.push(format!("source:{name}:error"));
-                    lists.push(Vec::new());
-                }
-                Err(_) => {
-                    degraded.push(format!("source:{name}:timeout"));
-                    lists.push(Vec::new());
-                }
-            }
-        }
-        timings.push(("sources", ms(t.elapsed())));
-
-        let t = Instant::now();
-        let cands = self.merge(&lists);
-        timings.push(("merge", ms(t.elapsed())));
-
-        // Hydration, filters, scorers, selectors, fallback and explanations: one CPU job.
+        // Filters, hydration, ranking, selectors, fallback and explanations: one CPU job.
         let this = self.clone();
         let job_ctx = ctx.clone();
         let cpu = env.pool.run(move || this.rank(&job_ctx, cands));
@@ -272,6 +212,136 @@ impl Pipeline {
         metrics::histogram!("cascade_pipeline_seconds", "surface" => surface)
             .record(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// The candidates of `query` as the heavy ranker sees them (after filters, the budget,
+    /// hydration and the pre-ranker's cut), with the request context: what ranker training
+    /// learns from, so training and serving share every feature's code.
+    pub async fn training_candidates(
+        self: &Arc<Self>,
+        env: &Env,
+        query: Query,
+    ) -> Option<(Arc<RequestCtx>, Candidates)> {
+        let (mut degraded, mut timings) = (Vec::new(), Vec::new());
+        let (ctx, cands) = self
+            .gather(env, query, Instant::now(), &mut degraded, &mut timings)
+            .await?;
+        let this = self.clone();
+        let job_ctx = ctx.clone();
+        let prepared = env
+            .pool
+            .run(move || {
+                let (mut d, mut t, mut r) = (Vec::new(), Vec::new(), Vec::new());
+                this.prepare(&job_ctx, cands, &mut d, &mut t, &mut r)
+            })
+            .await
+            .ok()?;
+        Some((ctx, prepared))
+    }
+
+    /// The merged candidates of `query` before any ranking stage (benchmarks time the ranking
+    /// stage on them with [`Pipeline::rank_stage`]).
+    pub async fn merged_candidates(
+        self: &Arc<Self>,
+        env: &Env,
+        query: Query,
+    ) -> Option<(Arc<RequestCtx>, Candidates)> {
+        let (mut degraded, mut timings) = (Vec::new(), Vec::new());
+        self.gather(env, query, Instant::now(), &mut degraded, &mut timings)
+            .await
+    }
+
+    /// The ranking stage on the calling thread: filters, budget, hydration, the pre-ranker's
+    /// cut and the heavy scorers. Returns the scored survivors and what degraded.
+    pub fn rank_stage(&self, ctx: &RequestCtx, cands: Candidates) -> (Candidates, Vec<String>) {
+        let (mut degraded, mut timings, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cands = self.prepare(ctx, cands, &mut degraded, &mut timings, &mut removed);
+        let mut scores = vec![0f32; cands.items.len()];
+        self.run_scorers(ctx, &self.scorers, &mut cands, &mut scores, &mut degraded);
+        (cands, degraded)
+    }
+
+    /// Context (one short read of the state, off the async runtime), then the sources
+    /// (concurrently, each under its own deadline), then the merge.
+    async fn gather(
+        self: &Arc<Self>,
+        env: &Env,
+        query: Query,
+        started: Instant,
+        degraded: &mut Vec<String>,
+        timings: &mut Vec<(&'static str, f64)>,
+    ) -> Option<(Arc<RequestCtx>, Candidates)> {
+        let deadline = started + self.budgets.total;
+        let surface = self.surface.clone();
+        let t = Instant::now();
+        let ctx = {
+            let state = env.state.clone();
+            let models = env.models.clone();
+            let pool = env.pool.clone();
+            let (ps, pc) = (env.popular_size, env.popular_per_category);
+            let built = env
+                .pool
+                .run(move || {
+                    let env = Env {
+                        state,
+                        models,
+                        pool,
+                        popular_size: ps,
+                        popular_per_category: pc,
+                    };
+                    RequestCtx::build(&env, query, started, deadline)
+                })
+                .await;
+            match built {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "building request context failed");
+                    return None;
+                }
+            }
+        };
+        timings.push(("context", ms(t.elapsed())));
+
+        // Sources, concurrently, each under its own deadline.
+        let t = Instant::now();
+        let futs = self.sources.iter().map(|slot| {
+            let ctx = ctx.clone();
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let budget = slot.timeout.min(remaining);
+            async move {
+                let t = Instant::now();
+                let r = tokio::time::timeout(budget, slot.source.retrieve(&ctx, slot.limit)).await;
+                (r, t.elapsed())
+            }
+        });
+        let results = join_all(futs).await;
+        let mut lists: Vec<Vec<Hit>> = Vec::with_capacity(self.sources.len());
+        for (slot, (r, took)) in self.sources.iter().zip(results) {
+            let name = slot.source.name();
+            metrics::histogram!("cascade_source_seconds", "surface" => surface.clone(), "source" => name.to_string())
+                .record(took.as_secs_f64());
+            match r {
+                Ok(Ok(mut hits)) => {
+                    hits.truncate(slot.limit);
+                    lists.push(hits);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(source = name, error = %e, "candidate source failed");
+                    degraded.push(format!("source:{name}:error"));
+                    lists.push(Vec::new());
+                }
+                Err(_) => {
+                    degraded.push(format!("source:{name}:timeout"));
+                    lists.push(Vec::new());
+                }
+            }
+        }
+        timings.push(("sources", ms(t.elapsed())));
+
+        let t = Instant::now();
+        let cands = self.merge(&lists);
+        timings.push(("merge", ms(t.elapsed())));
+        Some((ctx, cands))
     }
 
     fn source_names(&self) -> Vec<String> {
@@ -416,69 +486,18 @@ impl Pipeline {
         }
     }
 
-    /// The CPU stage: filters → budget → hydration → scorers → selectors → fallback →
-    /// explanations.
-    fn rank(&self, ctx: &RequestCtx, mut cands: Candidates) -> Ranked {
+    /// The CPU stage: filters → budget → hydration → pre-ranker cut → scorers → selectors →
+    /// fallback → explanations.
+    fn rank(&self, ctx: &RequestCtx, cands: Candidates) -> Ranked {
         let mut degraded = Vec::new();
-        let mut timings = Vec::with_capacity(6);
+        let mut timings = Vec::with_capacity(8);
         let mut removed = Vec::new();
-
-        // Filters first (they need no features), then the candidate budget, so the budget is
-        // spent on candidates that may be shown and hydration only touches those.
-        let t = Instant::now();
-        self.run_filters(ctx, &mut cands, &mut degraded, &mut removed, true);
-        if cands.items.len() > self.candidate_budget {
-            // Best rank in any source first, so every source keeps its top candidates.
-            let best_rank =
-                |c: &Candidate| c.source_ranks.iter().copied().min().unwrap_or(u16::MAX);
-            cands.items.sort_by_key(|c| (best_rank(c), c.item));
-            cands.items.truncate(self.candidate_budget);
-        }
-        timings.push(("filter", ms(t.elapsed())));
-
-        // Hydration shares one budget; a failed or skipped hydrator leaves declared defaults.
-        let t = Instant::now();
-        let hydrate_deadline = (t + self.budgets.hydrate).min(ctx.deadline);
-        for h in &self.hydrators {
-            if Instant::now() >= hydrate_deadline {
-                degraded.push(format!("hydrator:{}:skipped", h.name()));
-                cands.features.missing += cands.items.len() as u64;
-                continue;
-            }
-            if let Err(e) = h.hydrate(ctx, &mut cands) {
-                tracing::warn!(hydrator = h.name(), error = %e, "hydrator failed");
-                degraded.push(format!("hydrator:{}:error", h.name()));
-                cands.features.missing += cands.items.len() as u64;
-            }
-        }
-        metrics::counter!("cascade_features_missing_total", "surface" => self.surface.clone())
-            .increment(cands.features.missing);
-        timings.push(("hydrate", ms(t.elapsed())));
+        let mut cands = self.prepare(ctx, cands, &mut degraded, &mut timings, &mut removed);
 
         let t = Instant::now();
         let mut scores = vec![0f32; cands.items.len()];
-        for s in &self.scorers {
-            if ctx.expired() {
-                degraded.push(format!("scorer:{}:skipped", s.name()));
-                continue;
-            }
-            for (dst, c) in scores.iter_mut().zip(&cands.items) {
-                *dst = c.score;
-            }
-            match s.score(ctx, &cands, &mut scores) {
-                Ok(()) => {
-                    for (c, &v) in cands.items.iter_mut().zip(&scores) {
-                        c.score = if v.is_finite() { v } else { f32::MIN };
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(scorer = s.name(), error = %e, "scorer failed");
-                    degraded.push(format!("scorer:{}:error", s.name()));
-                }
-            }
-        }
+        self.run_scorers(ctx, &self.scorers, &mut cands, &mut scores, &mut degraded);
         timings.push(("score", ms(t.elapsed())));
-
         let t = Instant::now();
         for s in &self.selectors {
             if let Err(e) = s.select(ctx, &mut cands) {
@@ -515,6 +534,106 @@ impl Pipeline {
             out.features = Some(cands.features);
         }
         out
+    }
+
+    /// Filters, the candidate budget, hydration and the pre-ranker's cut.
+    fn prepare(
+        &self,
+        ctx: &RequestCtx,
+        mut cands: Candidates,
+        degraded: &mut Vec<String>,
+        timings: &mut Vec<(&'static str, f64)>,
+        removed: &mut Vec<(Idx, String, &'static str)>,
+    ) -> Candidates {
+        // Filters first (they need no features), then the candidate budget, so the budget is
+        // spent on candidates that may be shown and hydration only touches those.
+        let t = Instant::now();
+        self.run_filters(ctx, &mut cands, degraded, removed, true);
+        if cands.items.len() > self.candidate_budget {
+            // Best rank in any source first, so every source keeps its top candidates.
+            let best_rank =
+                |c: &Candidate| c.source_ranks.iter().copied().min().unwrap_or(u16::MAX);
+            cands.items.sort_by_key(|c| (best_rank(c), c.item));
+            cands.items.truncate(self.candidate_budget);
+        }
+        timings.push(("filter", ms(t.elapsed())));
+
+        // Hydration shares one budget; a failed or skipped hydrator leaves declared defaults.
+        let t = Instant::now();
+        let hydrate_deadline = (t + self.budgets.hydrate).min(ctx.deadline);
+        for h in &self.hydrators {
+            if Instant::now() >= hydrate_deadline {
+                degraded.push(format!("hydrator:{}:skipped", h.name()));
+                cands.features.missing += cands.items.len() as u64;
+                continue;
+            }
+            if let Err(e) = h.hydrate(ctx, &mut cands) {
+                tracing::warn!(hydrator = h.name(), error = %e, "hydrator failed");
+                degraded.push(format!("hydrator:{}:error", h.name()));
+                cands.features.missing += cands.items.len() as u64;
+            }
+        }
+        metrics::counter!("cascade_features_missing_total", "surface" => self.surface.clone())
+            .increment(cands.features.missing);
+        timings.push(("hydrate", ms(t.elapsed())));
+
+        // The pre-ranker scores everything, and only its best `prerank_keep` go on.
+        if let Some(pre) = &self.prerank {
+            let t = Instant::now();
+            let mut scores = vec![0f32; cands.items.len()];
+            self.run_scorers(
+                ctx,
+                std::slice::from_ref(pre),
+                &mut cands,
+                &mut scores,
+                degraded,
+            );
+            if cands.items.len() > self.prerank_keep {
+                cands
+                    .items
+                    .sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+                cands.items.truncate(self.prerank_keep);
+            }
+            timings.push(("prerank", ms(t.elapsed())));
+        }
+        cands
+    }
+
+    /// Runs scorers in order; each sees the previous score and may replace it. A failed or
+    /// skipped scorer leaves the previous order standing.
+    fn run_scorers(
+        &self,
+        ctx: &RequestCtx,
+        scorers: &[Arc<dyn Scorer>],
+        cands: &mut Candidates,
+        scores: &mut [f32],
+        degraded: &mut Vec<String>,
+    ) {
+        for s in scorers {
+            if ctx.expired() {
+                degraded.push(format!("scorer:{}:skipped", s.name()));
+                continue;
+            }
+            for (dst, c) in scores.iter_mut().zip(&cands.items) {
+                *dst = c.score;
+            }
+            match s.score(ctx, cands, scores) {
+                Ok(()) => {
+                    for (c, &v) in cands.items.iter_mut().zip(scores.iter()) {
+                        c.score = if v.is_finite() { v } else { f32::MIN };
+                    }
+                }
+                Err(ComponentError::Unavailable(what)) => {
+                    // E.g. no ranker trained yet: expected, reported, not logged per request.
+                    tracing::debug!(scorer = s.name(), what, "scorer unavailable");
+                    degraded.push(format!("scorer:{}:unavailable", s.name()));
+                }
+                Err(e) => {
+                    tracing::warn!(scorer = s.name(), error = %e, "scorer failed");
+                    degraded.push(format!("scorer:{}:error", s.name()));
+                }
+            }
+        }
     }
 
     fn explain(&self, ctx: &RequestCtx, r: &Ranked) -> Vec<Reason> {

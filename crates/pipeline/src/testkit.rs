@@ -87,6 +87,7 @@ pub fn world(items: Vec<Item>, users: Vec<User>, events: Vec<Event>) -> Env {
         embeddings: Some(Arc::new(embeddings)),
         ann: Some(Arc::new(ann)),
         item_neighbors: Default::default(),
+        ranker: None,
     };
     let pool = CpuPool::new(1).unwrap_or_else(|e| panic!("pool: {e}"));
     Env::new(state, Arc::new(ModelStore::new(models)), Arc::new(pool))

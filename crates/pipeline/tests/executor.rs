@@ -54,6 +54,7 @@ fn env(items: usize) -> Env {
         embeddings: None,
         ann: None,
         item_neighbors: Default::default(),
+        ranker: None,
     });
     Env::new(
         state,
@@ -197,12 +198,11 @@ fn pipeline(
             })
             .collect(),
         candidate_budget: candidates,
-        schema: Arc::new(FeatureSchema::new(vec![FeatureDef {
-            name: "f",
-            default: 0.5,
-        }])),
+        schema: Arc::new(FeatureSchema::new(vec![FeatureDef::new("f", 0.5)])),
         hydrators: vec![],
         filters,
+        prerank: None,
+        prerank_keep: 1000,
         scorers: vec![Arc::new(SourceScore)],
         selectors: vec![Arc::new(Sort)],
         explainer: Arc::new(Plain),
@@ -390,4 +390,54 @@ async fn the_candidate_budget_is_spent_after_the_filters() {
         vec![0, 2, 4, 6, 8],
         "five showable candidates, not five minus the filtered"
     );
+}
+
+/// Reverses the order it is given (the heavy stage), or fails.
+struct Reverse(bool);
+impl Scorer for Reverse {
+    fn name(&self) -> &str {
+        "reverse"
+    }
+    fn score(&self, _: &RequestCtx, c: &Candidates, out: &mut [f32]) -> Result<(), ComponentError> {
+        if self.0 {
+            return Err(ComponentError::Unavailable("ranker".into()));
+        }
+        assert!(
+            c.items.len() <= 3,
+            "the heavy stage sees only the pre-ranker's survivors"
+        );
+        for (o, c) in out.iter_mut().zip(&c.items) {
+            *o = -c.score;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pre_ranker_cuts_and_a_failing_heavy_ranker_leaves_its_order() {
+    let env = env(40);
+    let build = |fail: bool| {
+        let mut p = Arc::try_unwrap(pipeline(
+            vec![Arc::new(Fixed("a", vec![1, 2, 3, 4, 5, 6]))],
+            vec![],
+            200,
+            100,
+        ))
+        .expect("sole owner");
+        p.prerank = Some(Arc::new(SourceScore));
+        p.prerank_keep = 3;
+        p.scorers = vec![Arc::new(Reverse(fail))];
+        Arc::new(p)
+    };
+    let r = build(false)
+        .execute(&env, Query::new("test", "u", 10, 10_000))
+        .await;
+    // Pre-ranker keeps 1, 2, 3 (best source scores); the heavy stage reverses them.
+    assert_eq!(items(&r)[..3], [3, 2, 1]);
+    assert!(r.degraded.is_empty(), "{:?}", r.degraded);
+    let r = build(true)
+        .execute(&env, Query::new("test", "u", 10, 10_000))
+        .await;
+    assert_eq!(items(&r)[..3], [1, 2, 3], "pre-ranker order stands");
+    assert_eq!(r.degraded, vec!["scorer:reverse:unavailable".to_string()]);
 }

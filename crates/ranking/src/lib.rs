@@ -1,7 +1,13 @@
-//! Ranking: feature hydrators and scorers over the merged candidates.
+//! Ranking: feature hydrators, the pre-ranker (a transparent blend) and the heavy ranker
+//! (gradient-boosted trees) over the merged candidates.
 
 mod blend;
-mod hydrate;
+mod gbdt;
+pub mod hydrate;
 
 pub use blend::{BlendConfig, BlendScorer};
-pub use hydrate::{ItemHydrator, UserItemHydrator, default_schema};
+pub use gbdt::GbdtScorer;
+pub use hydrate::{
+    ContextHydrator, ItemHydrator, RetrievalHydrator, UserHydrator, UserItemHydrator,
+    default_schema, schema_for,
+};

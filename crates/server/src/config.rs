@@ -101,6 +101,43 @@ pub struct ModelsSection {
     pub item_neighbors: usize,
     /// Serve the data dir's current bundle (`cascade train`) at start instead of training.
     pub load_bundle: bool,
+    pub ranker: RankerSection,
+}
+
+/// The heavy ranker: how its training lists are built and how the trees are grown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RankerSection {
+    /// Train a ranker with the other models (at start without a bundle, and in `cascade train`).
+    pub enabled: bool,
+    /// The surface whose pipeline produces the training candidates.
+    pub surface: String,
+    /// Share of each user's interactions, newest last, that provides labels; the rest (and
+    /// everything before it) provides features, embeddings and candidates.
+    pub label_fraction: f64,
+    /// Users with fewer interactions give no list.
+    pub min_interactions: usize,
+    /// Most training lists (users sampled deterministically past it).
+    pub max_lists: usize,
+    /// Share of lists held out for early stopping and the reported NDCG.
+    pub valid_fraction: f64,
+    pub labels: cascade_features::LabelWeights,
+    pub gbdt: cascade_gbdt::Params,
+}
+
+impl Default for RankerSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            surface: "home".into(),
+            label_fraction: 0.2,
+            min_interactions: 5,
+            max_lists: 20_000,
+            valid_fraction: 0.1,
+            labels: cascade_features::LabelWeights::default(),
+            gbdt: cascade_gbdt::Params::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +156,10 @@ pub struct SurfaceConfig {
     pub budget_ms: u64,
     /// Budget of all hydrators together.
     pub hydrate_ms: u64,
+    /// Candidates the pre-ranker keeps for the heavy ranker.
+    pub prerank_keep: usize,
+    /// Score the pre-ranker's survivors with the trained GBDT ranker (when one is loaded).
+    pub heavy_ranker: bool,
     /// Most merged candidates passed to ranking.
     pub candidate_budget: usize,
     pub sources: Vec<SourceConfig>,
@@ -189,8 +230,11 @@ pub enum SourceKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HydratorKind {
+    Retrieval,
     Item,
+    User,
     UserItem,
+    Context,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,6 +325,7 @@ impl Default for ModelsSection {
             hnsw: AnnConfig::default(),
             item_neighbors: 20,
             load_bundle: true,
+            ranker: RankerSection::default(),
         }
     }
 }
@@ -290,6 +335,8 @@ impl Default for SurfaceConfig {
         Self {
             budget_ms: 200,
             hydrate_ms: 50,
+            prerank_keep: 300,
+            heavy_ranker: true,
             candidate_budget: 1000,
             sources: vec![
                 SourceConfig::new(SourceKind::Similar, 500),
@@ -300,7 +347,13 @@ impl Default for SurfaceConfig {
                 SourceConfig::new(SourceKind::Follows, 100),
                 SourceConfig::new(SourceKind::Fresh, 100),
             ],
-            hydrators: vec![HydratorKind::Item, HydratorKind::UserItem],
+            hydrators: vec![
+                HydratorKind::Retrieval,
+                HydratorKind::Item,
+                HydratorKind::User,
+                HydratorKind::UserItem,
+                HydratorKind::Context,
+            ],
             filters: vec![FilterKind::Safety, FilterKind::Seen],
             scorer: BlendConfig::default(),
             selectors: vec![SelectorKind::TopScore],
@@ -376,6 +429,22 @@ impl Config {
         if self.models.als.factors == 0 || self.models.als.factors > 1024 {
             return bad("models.als.factors", "must be in 1..=1024");
         }
+        let r = &self.models.ranker;
+        if let Err(e) = r.gbdt.validate() {
+            return bad("models.ranker.gbdt", &e.to_string());
+        }
+        if let Err(e) = r.labels.validate() {
+            return bad("models.ranker.labels", &e);
+        }
+        if !(r.label_fraction > 0.0 && r.label_fraction < 1.0) {
+            return bad("models.ranker.label_fraction", "must be in (0, 1)");
+        }
+        if !(0.0..0.5).contains(&r.valid_fraction) {
+            return bad("models.ranker.valid_fraction", "must be in [0, 0.5)");
+        }
+        if r.enabled && !self.surfaces.contains_key(&r.surface) {
+            return bad("models.ranker.surface", "names no configured surface");
+        }
         for keys in [
             &self.auth.read_keys,
             &self.auth.write_keys,
@@ -408,6 +477,9 @@ impl Config {
             }
             if s.sources.iter().any(|x| x.limit == 0 || x.timeout_ms == 0) {
                 return bad(&k("sources"), "limit and timeout_ms must be positive");
+            }
+            if s.prerank_keep == 0 {
+                return bad(&k("prerank_keep"), "must be positive");
             }
             if s.candidate_budget == 0 {
                 return bad(&k("candidate_budget"), "must be positive");

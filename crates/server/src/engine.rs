@@ -14,11 +14,14 @@ use cascade_index::{
     PopularLists,
 };
 use cascade_pipeline::{
-    CandidateSource, CpuPool, Env, Filter, Hydrator, Pipeline, PipelineResult, RequestCtx,
-    Selector, SideEffect, SourceSlot, StageBudgets,
+    CandidateSource, ComponentError, CpuPool, Env, Filter, Hydrator, Pipeline, PipelineResult,
+    RequestCtx, Scorer, Selector, SideEffect, SourceSlot, StageBudgets,
 };
 use cascade_policy::{SafetyFilter, SeenFilter, TemplateExplainer, TopScore};
-use cascade_ranking::{BlendScorer, ItemHydrator, UserItemHydrator, default_schema};
+use cascade_ranking::{
+    BlendScorer, ContextHydrator, GbdtScorer, ItemHydrator, RetrievalHydrator, UserHydrator,
+    UserItemHydrator, schema_for,
+};
 use cascade_sources::{
     EditorialSource, EmbeddingSource, FollowsSource, FreshSource, ItemSimilaritySource,
     PopularSource, TrendingSource,
@@ -40,6 +43,8 @@ pub struct Engine {
     folder: Arc<parking_lot::Mutex<ItemFolder>>,
     stop: Arc<AtomicBool>,
     data_loop: parking::Once<Vec<JoinHandle<()>>>,
+    /// Trains the ranker after start when no bundle had one (see [`Engine::wait_for_ranker`]).
+    ranker_job: parking::Once<JoinHandle<()>>,
     _dir: DataDir,
 }
 
@@ -72,7 +77,10 @@ pub fn build_models(
             items = bundle.manifest.data.items,
             "trained models"
         );
-        return models_from_bundle(state, config, bundle);
+        let mut models = models_from_bundle(state, config, bundle);
+        // The ranker is trained from the log, not from this snapshot: keep the current one.
+        models.ranker = previous.and_then(|p| p.ranker.clone());
+        return models;
     }
     let (popular, seqs, n_items, generation) = {
         let g = state.read();
@@ -94,6 +102,7 @@ pub fn build_models(
         item_neighbors: previous
             .map(|p| p.item_neighbors.clone())
             .unwrap_or_default(),
+        ranker: previous.and_then(|p| p.ranker.clone()),
     }
 }
 
@@ -129,6 +138,7 @@ pub fn models_from_bundle(state: &State, config: &Config, b: Bundle) -> Models {
         mut covis,
         mut item_neighbors,
         mut ann,
+        ranker,
         ..
     } = b;
     if !same_items || !identity(&user_map) {
@@ -189,6 +199,7 @@ pub fn models_from_bundle(state: &State, config: &Config, b: Bundle) -> Models {
         embeddings: Some(Arc::new(embeddings)),
         ann,
         item_neighbors: Arc::new(item_neighbors),
+        ranker: ranker.map(Arc::new),
     }
 }
 
@@ -244,11 +255,34 @@ pub struct Replayed {
     pub replay: ReplayStats,
 }
 
-/// Opens `config.data_dir` and replays its log: what serving and `cascade train` start from.
-pub fn replay(config: &Config) -> Result<Replayed, ServerError> {
-    let started = Instant::now();
-    let dir = DataDir::open(&config.data_dir)?;
-    let state = Arc::new(State::with_segments(
+/// Trains the heavy ranker from the log at start (no bundle); without one the surfaces keep
+/// the pre-ranker's order and say so in `degraded`.
+fn start_ranker(config: &Config, log_dir: &std::path::Path) -> Option<Arc<cascade_gbdt::Model>> {
+    let t = Instant::now();
+    match crate::ranker::train_from_log(config, log_dir, None, &|_, _, _| {}) {
+        Ok((model, m)) => {
+            tracing::info!(
+                secs = t.elapsed().as_secs_f64(),
+                lists = m.train_lists + m.valid_lists,
+                rounds = m.rounds,
+                valid_ndcg = m.valid_ndcg_at_10,
+                prerank_ndcg = m.prerank_valid_ndcg_at_10,
+                lists_secs = m.candidates_seconds,
+                gbdt_secs = m.gbdt_seconds,
+                "trained ranker"
+            );
+            Some(Arc::new(model))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no ranker trained; surfaces use the pre-ranker's order");
+            None
+        }
+    }
+}
+
+/// An empty state configured as `config` says.
+pub fn new_state(config: &Config) -> State {
+    State::with_segments(
         StateConfig {
             weights: config.features.weights,
             popularity_half_life_hours: config.features.popularity_half_life_hours,
@@ -256,7 +290,14 @@ pub fn replay(config: &Config) -> Result<Replayed, ServerError> {
             history_cap: config.features.history_cap,
         },
         config.features.segments.clone(),
-    ));
+    )
+}
+
+/// Opens `config.data_dir` and replays its log: what serving and `cascade train` start from.
+pub fn replay(config: &Config) -> Result<Replayed, ServerError> {
+    let started = Instant::now();
+    let dir = DataDir::open(&config.data_dir)?;
+    let state = Arc::new(new_state(config));
     let mut opts = LogOptions::new(dir.log_dir());
     opts.fsync = config.storage.fsync;
     opts.segment_bytes = config.storage.segment_mb << 20;
@@ -297,6 +338,7 @@ impl Engine {
             }
             None => build_models(&state, &config, true, None),
         };
+        let train_ranker = initial.ranker.is_none() && config.models.ranker.enabled;
         let models = Arc::new(ModelStore::new(initial));
         let threads = match config.pipeline.cpu_threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -324,12 +366,28 @@ impl Engine {
             .map(|name| {
                 Ok((
                     name.clone(),
-                    Arc::new(build_pipeline(&config, name, &writer, &env.pool)?),
+                    Arc::new(build_pipeline(&config, name, Some(&writer), &env.pool)?),
                 ))
             })
             .collect::<Result<HashMap<_, _>, ServerError>>()?;
         let stop = Arc::new(AtomicBool::new(false));
         let folder = Arc::new(parking_lot::Mutex::new(ItemFolder::new()));
+        // The ranker trains in the background: the engine answers at once, in the pre-ranker's
+        // order (`degraded` says so), and the trees are published when ready.
+        let ranker_job = if train_ranker {
+            let (cfg, ms, log_dir) = (config.clone(), models.clone(), dir.log_dir());
+            let job = std::thread::Builder::new()
+                .name("cascade-ranker".into())
+                .spawn(move || {
+                    if let Some(r) = start_ranker(&cfg, &log_dir) {
+                        ms.publish_ranker(r);
+                    }
+                })
+                .map_err(|e| ServerError::Io(format!("ranker thread: {e}")))?;
+            parking::Once::new(job)
+        } else {
+            parking::Once::empty()
+        };
         let handle = spawn_data_loop(state, models, folder.clone(), config.clone(), stop.clone())?;
         tracing::info!(ms = started.elapsed().as_millis() as u64, "engine ready");
         Ok(Arc::new(Self {
@@ -341,6 +399,7 @@ impl Engine {
             folder,
             stop,
             data_loop: parking::Once::new(handle),
+            ranker_job,
             _dir: dir,
         }))
     }
@@ -359,6 +418,14 @@ impl Engine {
         query: cascade_pipeline::Query,
     ) -> PipelineResult {
         pipeline.execute(&self.env, query).await
+    }
+
+    /// Blocks until the ranker training started at open (if any) has finished and published;
+    /// tools that evaluate the full cascade call it first.
+    pub fn wait_for_ranker(&self) {
+        if let Some(job) = self.ranker_job.take() {
+            let _ = job.join();
+        }
     }
 
     /// Rebuilds models now (tests and tools; the data loop does this periodically).
@@ -494,10 +561,12 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
 }
 
 /// Builds a surface's pipeline from its declarative configuration.
-fn build_pipeline(
+/// Without a `writer`, side effects that log are left out (ranker training runs pipelines
+/// over a past state and must not write).
+pub fn build_pipeline(
     config: &Config,
     surface: &str,
-    writer: &Arc<LogWriter>,
+    writer: Option<&Arc<LogWriter>>,
     pool: &Arc<CpuPool>,
 ) -> Result<Pipeline, ServerError> {
     let s = config
@@ -536,16 +605,21 @@ fn build_pipeline(
         .iter()
         .map(|s| s.source.name().to_string())
         .collect();
+    let schema = schema_for(&names);
     let hydrators: Vec<Arc<dyn Hydrator>> = s
         .hydrators
         .iter()
-        .map(|h| -> Arc<dyn Hydrator> {
-            match h {
-                HydratorKind::Item => Arc::new(ItemHydrator),
-                HydratorKind::UserItem => Arc::new(UserItemHydrator),
-            }
+        .map(|h| -> Result<Arc<dyn Hydrator>, ComponentError> {
+            Ok(match h {
+                HydratorKind::Retrieval => Arc::new(RetrievalHydrator::new(&schema, &names)?),
+                HydratorKind::Item => Arc::new(ItemHydrator::new(&schema)?),
+                HydratorKind::User => Arc::new(UserHydrator::new(&schema)?),
+                HydratorKind::UserItem => Arc::new(UserItemHydrator::new(&schema)?),
+                HydratorKind::Context => Arc::new(ContextHydrator::new(&schema)?),
+            })
         })
-        .collect();
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServerError::Config(format!("surfaces.{surface}.hydrators: {e}")))?;
     let filters: Vec<Arc<dyn Filter>> = s
         .filters
         .iter()
@@ -568,20 +642,26 @@ fn build_pipeline(
     let side_effects: Vec<Arc<dyn SideEffect>> = s
         .side_effects
         .iter()
-        .map(|k| -> Arc<dyn SideEffect> {
+        .filter_map(|k| -> Option<Arc<dyn SideEffect>> {
             match k {
-                SideEffectKind::Impressions => Arc::new(ImpressionLogger {
-                    writer: writer.clone(),
-                }),
+                SideEffectKind::Impressions => Some(Arc::new(ImpressionLogger {
+                    writer: writer?.clone(),
+                })),
             }
         })
         .collect();
+    let mut scorers: Vec<Arc<dyn Scorer>> = Vec::new();
+    if s.heavy_ranker {
+        scorers.push(Arc::new(GbdtScorer::default()));
+    }
     Ok(Pipeline {
         surface: surface.to_string(),
-        scorers: vec![Arc::new(BlendScorer::new(s.scorer.clone(), &names))],
+        prerank: Some(Arc::new(BlendScorer::new(s.scorer.clone(), &names))),
+        prerank_keep: s.prerank_keep,
+        scorers,
         sources,
         candidate_budget: s.candidate_budget,
-        schema: Arc::new(default_schema()),
+        schema: Arc::new(schema),
         hydrators,
         filters,
         selectors,
@@ -648,6 +728,10 @@ mod parking {
     impl<T> Once<T> {
         pub fn new(v: T) -> Self {
             Self(Mutex::new(Some(v)))
+        }
+
+        pub fn empty() -> Self {
+            Self(Mutex::new(None))
         }
 
         pub fn take(&self) -> Option<T> {

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 mod extract;
 mod observe;
+pub mod ranker;
 pub mod training;
 
 pub use config::Config;

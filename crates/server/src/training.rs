@@ -239,6 +239,8 @@ pub fn train(state: &State, config: &Config, opts: &TrainOptions, progress: Prog
                 covis: m.covis,
                 hnsw: m.ann.then_some(m.hnsw),
                 item_neighbors: m.item_neighbors,
+                ranker: None,
+                labels: None,
             },
             metrics,
             files: Vec::new(),
@@ -249,6 +251,7 @@ pub fn train(state: &State, config: &Config, opts: &TrainOptions, progress: Prog
         covis,
         item_neighbors: neighbors,
         ann,
+        ranker: None,
     }
 }
 

@@ -298,6 +298,7 @@ async fn embedding_search_through_the_index_matches_the_exact_scan() {
         embeddings: m.embeddings.clone(),
         ann: None,
         item_neighbors: m.item_neighbors.clone(),
+        ranker: None,
     });
     let exact = ids(src
         .retrieve(&ctx(&env, query("u2", 5, 1000)), 6)

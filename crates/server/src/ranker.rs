@@ -1,0 +1,368 @@
+//! The heavy ranker's training: point-in-time lists from the event log, then LambdaMART.
+//!
+//! Each user's interactions are split in time: the newest `label_fraction` (from the label
+//! time `t_u` on) provide labels, and a state replayed from the log *without* any of the
+//! user's events at or after `t_u` provides features, embeddings and candidates. The served
+//! pipeline of the ranker's surface is run for the user on that state, and its pre-ranked
+//! candidates become one list, each labelled by the blended feedback it received at or after
+//! `t_u`. Training and serving therefore share every line of feature code.
+
+use crate::config::{Config, RankerSection};
+use crate::engine::{build_models, build_pipeline, new_state};
+use crate::error::ServerError;
+use cascade_core::{Event, Millis, Mutation, Target};
+use cascade_features::State;
+use cascade_gbdt::{Lists as GbdtLists, Model, mean_ndcg};
+use cascade_index::ModelStore;
+use cascade_index::bundle::RankerMetrics;
+use cascade_pipeline::{CpuPool, Env, Query};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Ranked training lists with the features the surface hydrates.
+#[derive(Debug, Default, Clone)]
+pub struct RankerLists {
+    pub names: Vec<String>,
+    pub values: Vec<f32>,
+    pub labels: Vec<f32>,
+    /// `offsets[q]..offsets[q + 1]` are list `q`'s rows.
+    pub offsets: Vec<usize>,
+    /// The pre-ranker's score of each row (the order the heavy ranker must beat).
+    pub prerank: Vec<f32>,
+    /// The user of each list and the label time the list's features stop before.
+    pub users: Vec<String>,
+    pub label_times: Vec<Millis>,
+    pub candidates_seconds: f64,
+}
+
+impl RankerLists {
+    pub fn lists(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// Whether list `q` is held out for validation (a stable hash of its user).
+    pub fn is_valid(&self, q: usize, fraction: f64) -> bool {
+        (fnv(&self.users[q]) % 10_000) as f64 / 10_000.0 < fraction
+    }
+
+    /// The lists as CSV (`list,valid,label,prerank,<features>`), for comparing with other
+    /// learners on exactly these rows (`bench/peer_lightgbm.py`).
+    pub fn write_csv(&self, path: &Path, valid_fraction: f64) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+        write!(w, "list,valid,label,prerank")?;
+        for n in &self.names {
+            write!(w, ",{n}")?;
+        }
+        writeln!(w)?;
+        let width = self.names.len();
+        for q in 0..self.lists() {
+            let valid = u8::from(self.is_valid(q, valid_fraction));
+            for r in self.offsets[q]..self.offsets[q + 1] {
+                write!(w, "{q},{valid},{},{}", self.labels[r], self.prerank[r])?;
+                for v in &self.values[r * width..(r + 1) * width] {
+                    write!(w, ",{v}")?;
+                }
+                writeln!(w)?;
+            }
+        }
+        w.flush()
+    }
+}
+
+fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Each user's label time: the time of the first of their newest `label_fraction`
+/// interactions, for users with enough interactions strictly before it.
+pub fn label_times(mutations: &[Mutation], cfg: &RankerSection) -> HashMap<String, Millis> {
+    let mut times: HashMap<&str, Vec<Millis>> = HashMap::new();
+    for m in mutations {
+        if let Mutation::Events(evs) = m {
+            for e in evs {
+                if e.kind.is_interaction() && matches!(e.target, Target::Item(_)) {
+                    times.entry(e.user_id.as_str()).or_default().push(e.ts);
+                }
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for (user, mut ts) in times {
+        if ts.len() < cfg.min_interactions.max(2) {
+            continue;
+        }
+        ts.sort_unstable();
+        let k = ((ts.len() as f64 * cfg.label_fraction).floor() as usize).max(1);
+        let t = ts[ts.len() - k];
+        // Ties at the cut move to the label side, so features need events strictly before.
+        if ts[0] < t {
+            out.insert(user.to_string(), t);
+        }
+    }
+    out
+}
+
+/// The state without any event of a labelled user at or after their label time, and the
+/// blended label of each (user, item) from those withheld events.
+pub fn earlier_state(
+    config: &Config,
+    mutations: &[Mutation],
+    cuts: &HashMap<String, Millis>,
+) -> (State, HashMap<String, HashMap<String, f32>>) {
+    let weights = &config.models.ranker.labels;
+    let state = new_state(config);
+    let mut labels: HashMap<String, HashMap<String, f32>> = HashMap::new();
+    for m in mutations {
+        match m {
+            Mutation::Events(evs) => {
+                let kept: Vec<Event> = evs
+                    .iter()
+                    .filter(|e| match cuts.get(&e.user_id) {
+                        Some(&t) if e.ts >= t => {
+                            if let Target::Item(id) = &e.target {
+                                *labels
+                                    .entry(e.user_id.clone())
+                                    .or_default()
+                                    .entry(id.clone())
+                                    .or_default() += weights.weight(e.kind, e.fraction);
+                            }
+                            false
+                        }
+                        _ => true,
+                    })
+                    .cloned()
+                    .collect();
+                state.apply(&Mutation::Events(kept));
+            }
+            other => state.apply(other),
+        }
+    }
+    (state, labels)
+}
+
+/// What the lists were built on: the earlier-part state and its models, the surface's
+/// pipeline, and the instant every list was asked at.
+pub struct ListEnv {
+    pub env: Env,
+    pub pipeline: Arc<cascade_pipeline::Pipeline>,
+    pub now: Millis,
+}
+
+/// Builds the training lists from the log's mutations (see the module docs).
+pub fn build_lists(
+    config: &Config,
+    mutations: &[Mutation],
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(RankerLists, ListEnv), ServerError> {
+    let started = Instant::now();
+    let rc = &config.models.ranker;
+    let cuts = label_times(mutations, rc);
+    let (state, labels) = earlier_state(config, mutations, &cuts);
+    let state = Arc::new(state);
+    // Retrieval models (embeddings, co-visitation, index) from the earlier part only.
+    let models = build_models(&state, config, true, None);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pool = Arc::new(CpuPool::new(threads).map_err(|e| ServerError::Io(e.to_string()))?);
+    let env = Env {
+        state: state.clone(),
+        models: Arc::new(ModelStore::new(models)),
+        pool: pool.clone(),
+        popular_size: config.models.popular_size,
+        popular_per_category: config.models.popular_per_category,
+    };
+    let pipeline = Arc::new(build_pipeline(config, &rc.surface, None, &pool)?);
+    // Every labelled user is asked once the earlier part has happened, as serving would ask.
+    let now = state.read().watermark + 1000;
+    let mut users: Vec<(&String, &Millis)> = cuts
+        .iter()
+        .filter(|(u, _)| labels.contains_key(*u))
+        .collect();
+    users.sort_by_key(|(u, _)| (fnv(u), u.as_str()));
+    users.truncate(rc.max_lists);
+    users.sort();
+    let keep = config
+        .surfaces
+        .get(&rc.surface)
+        .map_or(300, |s| s.prerank_keep);
+    let total = users.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    // A plain thread with its own runtime: sources are async, and this may run inside a
+    // blocking section of the server's runtime.
+    let results = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| ServerError::Io(e.to_string()))?;
+            rt.block_on(async {
+                use futures::StreamExt;
+                let out: Vec<_> = futures::stream::iter(users.iter().map(|(u, t)| {
+                    let (pipeline, env, done) = (&pipeline, &env, &done);
+                    async move {
+                        let q = Query::new(&rc.surface, u, keep, now);
+                        let r = pipeline.training_candidates(env, q).await;
+                        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if n % 256 == 0 || n == total {
+                            progress(n, total);
+                        }
+                        (u.to_string(), **t, r)
+                    }
+                }))
+                .buffered(threads * 2)
+                .collect()
+                .await;
+                Ok::<_, ServerError>(out)
+            })
+        })
+        .join()
+        .map_err(|_| ServerError::Io("ranker list builder panicked".into()))?
+    })?;
+    let mut out = RankerLists {
+        names: pipeline.schema.names().map(str::to_string).collect(),
+        offsets: vec![0],
+        ..Default::default()
+    };
+    let g = state.read();
+    for (user, t, r) in results {
+        let Some((_, cands)) = r else { continue };
+        let Some(user_labels) = labels.get(&user) else {
+            continue;
+        };
+        let grades: Vec<f32> = cands
+            .items
+            .iter()
+            .map(|c| {
+                let sum = user_labels.get(g.item_id(c.item)).copied().unwrap_or(0.0);
+                rc.labels.grade(sum)
+            })
+            .collect();
+        if !grades.iter().any(|&y| y > 0.0) {
+            continue; // nothing to learn from a list without a positive
+        }
+        for (c, y) in cands.items.iter().zip(grades) {
+            out.values.extend_from_slice(cands.features.row(c.row));
+            out.labels.push(y);
+            out.prerank.push(c.score);
+        }
+        out.offsets.push(out.labels.len());
+        out.users.push(user);
+        out.label_times.push(t);
+    }
+    drop(g);
+    out.candidates_seconds = started.elapsed().as_secs_f64();
+    Ok((out, ListEnv { env, pipeline, now }))
+}
+
+/// Trains the GBDT ranker on the lists, early-stopping on the held-out ones.
+pub fn train_ranker(
+    lists: &RankerLists,
+    config: &Config,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(Model, RankerMetrics), ServerError> {
+    let rc = &config.models.ranker;
+    let width = lists.names.len();
+    let mut parts = [Part::default(), Part::default()];
+    for q in 0..lists.lists() {
+        let p = &mut parts[usize::from(lists.is_valid(q, rc.valid_fraction))];
+        let (a, b) = (lists.offsets[q], lists.offsets[q + 1]);
+        p.values
+            .extend_from_slice(&lists.values[a * width..b * width]);
+        p.labels.extend_from_slice(&lists.labels[a..b]);
+        p.prerank.extend_from_slice(&lists.prerank[a..b]);
+        p.offsets.push(p.labels.len());
+    }
+    let [train, valid] = parts;
+    if train.offsets.len() < 2 {
+        return Err(ServerError::Config(
+            "ranker: no training list has a positive label".into(),
+        ));
+    }
+    let tl = train.lists(width);
+    let vl = (valid.offsets.len() > 1).then(|| valid.lists(width));
+    let (model, report) = cascade_gbdt::train(&tl, vl.as_ref(), &lists.names, &rc.gbdt, progress)
+        .map_err(|e| ServerError::Config(format!("ranker: {e}")))?;
+    let metrics = RankerMetrics {
+        surface: rc.surface.clone(),
+        features: lists.names.clone(),
+        train_lists: tl.lists(),
+        valid_lists: vl.as_ref().map_or(0, GbdtLists::lists),
+        rows: lists.labels.len(),
+        rounds: report.rounds,
+        train_ndcg_at_10: report.train_ndcg,
+        valid_ndcg_at_10: report.valid_ndcg,
+        prerank_valid_ndcg_at_10: vl
+            .as_ref()
+            .map(|v| mean_ndcg(v, &valid.prerank, rc.gbdt.eval_at)),
+        valid_curve: report.valid_curve.clone(),
+        candidates_seconds: lists.candidates_seconds,
+        gbdt_seconds: report.seconds,
+    };
+    Ok((model, metrics))
+}
+
+struct Part {
+    values: Vec<f32>,
+    labels: Vec<f32>,
+    prerank: Vec<f32>,
+    offsets: Vec<usize>,
+}
+
+impl Part {
+    fn lists(&self, width: usize) -> GbdtLists<'_> {
+        GbdtLists::new(&self.values, width, &self.labels, &self.offsets)
+    }
+}
+
+impl Default for Part {
+    fn default() -> Self {
+        Self {
+            values: Vec::new(),
+            labels: Vec::new(),
+            prerank: Vec::new(),
+            offsets: vec![0],
+        }
+    }
+}
+
+/// Reads the log under `log_dir`, builds the lists and trains the ranker; `export` also
+/// writes the lists as CSV.
+pub fn train_from_log(
+    config: &Config,
+    log_dir: &Path,
+    export: Option<&Path>,
+    progress: &(dyn Fn(&str, u64, u64) + Sync),
+) -> Result<(Model, RankerMetrics), ServerError> {
+    let mutations = cascade_storage::EventLog::read_all(log_dir)?;
+    let (lists, _) = build_lists(config, &mutations, &|d, n| {
+        progress("ranker lists", d as u64, n as u64);
+    })?;
+    if let Some(p) = export {
+        lists
+            .write_csv(p, config.models.ranker.valid_fraction)
+            .map_err(|e| ServerError::Io(format!("{}: {e}", p.display())))?;
+    }
+    train_ranker(&lists, config, &|d, n| {
+        progress("ranker", d as u64, n as u64)
+    })
+}
+
+/// Adds a trained ranker to a bundle (model, metrics, parameters).
+pub fn add_to_bundle(
+    bundle: &mut cascade_index::Bundle,
+    config: &Config,
+    model: Model,
+    metrics: RankerMetrics,
+) {
+    bundle.ranker = Some(model);
+    bundle.manifest.metrics.ranker = Some(metrics);
+    bundle.manifest.params.ranker = Some(config.models.ranker.gbdt);
+    bundle.manifest.params.labels = Some(config.models.ranker.labels);
+}
