@@ -58,6 +58,7 @@ pub fn run(args: RankArgs) -> anyhow::Result<()> {
     let mut infer = Histogram::<u64>::new(3)?;
     let (mut merged, mut kept, mut features) = (0usize, 0usize, 0usize);
     let mut degraded = 0usize;
+    let mut per_step: Vec<(&'static str, f64)> = Vec::new();
     let mut out = Vec::new();
     for user in &users {
         let q = cascade_pipeline::Query::new(&args.surface, user, 10, now);
@@ -67,8 +68,14 @@ pub fn run(args: RankArgs) -> anyhow::Result<()> {
         merged += cands.items.len();
         // Timed on this thread: one core, nothing else running.
         let t = Instant::now();
-        let (ranked, d) = pipeline.rank_stage(&ctx, cands);
+        let (ranked, d, steps) = pipeline.rank_stage(&ctx, cands);
         stage.record(t.elapsed().as_nanos() as u64)?;
+        for (name, ms) in steps {
+            match per_step.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, total)) => *total += ms,
+                None => per_step.push((name, ms)),
+            }
+        }
         degraded += usize::from(!d.is_empty());
         kept += ranked.items.len();
         features = ranked.features.schema.len();
@@ -101,6 +108,11 @@ pub fn run(args: RankArgs) -> anyhow::Result<()> {
         pct(&stage, 0.99) / 1000.0,
         stage.max() as f64 / 1e6
     );
+    let steps: Vec<String> = per_step
+        .iter()
+        .map(|(name, total)| format!("{name} {:.3}", total / n))
+        .collect();
+    println!("  mean ms per step: {}", steps.join(", "));
     println!(
         "GBDT inference alone on the survivors: p50 {:.1} µs, p99 {:.1} µs",
         pct(&infer, 0.5),

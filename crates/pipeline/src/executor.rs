@@ -252,13 +252,72 @@ impl Pipeline {
     }
 
     /// The ranking stage on the calling thread: filters, budget, hydration, the pre-ranker's
-    /// cut and the heavy scorers. Returns the scored survivors and what degraded.
-    pub fn rank_stage(&self, ctx: &RequestCtx, cands: Candidates) -> (Candidates, Vec<String>) {
+    /// cut and the heavy scorers. Returns the scored survivors, what degraded, and each
+    /// step's milliseconds.
+    pub fn rank_stage(
+        &self,
+        ctx: &RequestCtx,
+        cands: Candidates,
+    ) -> (Candidates, Vec<String>, Vec<(&'static str, f64)>) {
         let (mut degraded, mut timings, mut removed) = (Vec::new(), Vec::new(), Vec::new());
         let mut cands = self.prepare(ctx, cands, &mut degraded, &mut timings, &mut removed);
+        let t = Instant::now();
         let mut scores = vec![0f32; cands.items.len()];
         self.run_scorers(ctx, &self.scorers, &mut cands, &mut scores, &mut degraded);
-        (cands, degraded)
+        timings.push(("score", ms(t.elapsed())));
+        (cands, degraded, timings)
+    }
+
+    /// The given items (what a past response showed) as the heavy ranker would have seen them
+    /// for `query`: each keeps the provenance today's sources give it (none if no source finds
+    /// it), is hydrated, and carries the pre-ranker's score. No filter or cut applies: they
+    /// were shown. Ranker training on logged impressions reads these.
+    pub async fn shown_candidates(
+        self: &Arc<Self>,
+        env: &Env,
+        query: Query,
+        items: Vec<Idx>,
+    ) -> Option<(Arc<RequestCtx>, Candidates)> {
+        let (mut degraded, mut timings) = (Vec::new(), Vec::new());
+        let (ctx, merged) = self
+            .gather(env, query, Instant::now(), &mut degraded, &mut timings)
+            .await?;
+        let this = self.clone();
+        let job_ctx = ctx.clone();
+        let shown = env
+            .pool
+            .run(move || {
+                let mut cands = Candidates {
+                    items: Vec::with_capacity(items.len()),
+                    features: FeatureBlock::new(this.schema.clone(), items.len()),
+                };
+                for (row, &item) in items.iter().enumerate() {
+                    // `merge` leaves candidates sorted by item.
+                    let mut c = merged
+                        .items
+                        .binary_search_by_key(&item, |c| c.item)
+                        .map_or_else(|_| Candidate::new(item), |p| merged.items[p]);
+                    c.row = row as u32;
+                    c.score = 0.0;
+                    cands.items.push(c);
+                }
+                let mut d = Vec::new();
+                this.hydrate(&job_ctx, &mut cands, &mut d);
+                if let Some(pre) = &this.prerank {
+                    let mut scores = vec![0f32; cands.items.len()];
+                    this.run_scorers(
+                        &job_ctx,
+                        std::slice::from_ref(pre),
+                        &mut cands,
+                        &mut scores,
+                        &mut d,
+                    );
+                }
+                cands
+            })
+            .await
+            .ok()?;
+        Some((ctx, shown))
     }
 
     /// Context (one short read of the state, off the async runtime), then the sources
@@ -558,23 +617,8 @@ impl Pipeline {
         }
         timings.push(("filter", ms(t.elapsed())));
 
-        // Hydration shares one budget; a failed or skipped hydrator leaves declared defaults.
         let t = Instant::now();
-        let hydrate_deadline = (t + self.budgets.hydrate).min(ctx.deadline);
-        for h in &self.hydrators {
-            if Instant::now() >= hydrate_deadline {
-                degraded.push(format!("hydrator:{}:skipped", h.name()));
-                cands.features.missing += cands.items.len() as u64;
-                continue;
-            }
-            if let Err(e) = h.hydrate(ctx, &mut cands) {
-                tracing::warn!(hydrator = h.name(), error = %e, "hydrator failed");
-                degraded.push(format!("hydrator:{}:error", h.name()));
-                cands.features.missing += cands.items.len() as u64;
-            }
-        }
-        metrics::counter!("cascade_features_missing_total", "surface" => self.surface.clone())
-            .increment(cands.features.missing);
+        self.hydrate(ctx, &mut cands, degraded);
         timings.push(("hydrate", ms(t.elapsed())));
 
         // The pre-ranker scores everything, and only its best `prerank_keep` go on.
@@ -597,6 +641,25 @@ impl Pipeline {
             timings.push(("prerank", ms(t.elapsed())));
         }
         cands
+    }
+
+    /// Hydration shares one budget; a failed or skipped hydrator leaves declared defaults.
+    fn hydrate(&self, ctx: &RequestCtx, cands: &mut Candidates, degraded: &mut Vec<String>) {
+        let hydrate_deadline = (Instant::now() + self.budgets.hydrate).min(ctx.deadline);
+        for h in &self.hydrators {
+            if Instant::now() >= hydrate_deadline {
+                degraded.push(format!("hydrator:{}:skipped", h.name()));
+                cands.features.missing += cands.items.len() as u64;
+                continue;
+            }
+            if let Err(e) = h.hydrate(ctx, cands) {
+                tracing::warn!(hydrator = h.name(), error = %e, "hydrator failed");
+                degraded.push(format!("hydrator:{}:error", h.name()));
+                cands.features.missing += cands.items.len() as u64;
+            }
+        }
+        metrics::counter!("cascade_features_missing_total", "surface" => self.surface.clone())
+            .increment(cands.features.missing);
     }
 
     /// Runs scorers in order; each sees the previous score and may replace it. A failed or

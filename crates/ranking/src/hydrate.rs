@@ -17,12 +17,17 @@ pub const ITEM_SKIP_RATE: &str = "item_skip_rate";
 pub const ITEM_WATCH_COMPLETION: &str = "item_watch_completion";
 pub const ITEM_AGE_DAYS: &str = "item_age_days";
 pub const ITEM_CATEGORY: &str = "item_category";
+pub const ITEM_CREATOR: &str = "item_creator";
 pub const USER_INTERACTIONS: &str = "user_interactions";
 pub const USER_EVENTS_1H: &str = "user_events_1h";
 pub const USER_EVENTS_1D: &str = "user_events_1d";
 pub const USER_EVENTS_7D: &str = "user_events_7d";
 pub const USER_EVENTS_30D: &str = "user_events_30d";
 pub const USER_SKIP_SHARE: &str = "user_skip_share";
+pub const USER_CLICKS_7D: &str = "user_clicks_7d";
+pub const USER_LIKES_7D: &str = "user_likes_7d";
+pub const USER_WATCHES_7D: &str = "user_watches_7d";
+pub const USER_SKIPS_7D: &str = "user_skips_7d";
 pub const USER_HOURS_SINCE_LAST: &str = "user_hours_since_last";
 pub const USER_ACCOUNT_DAYS: &str = "user_account_days";
 pub const USER_CATEGORY_AFFINITY: &str = "user_category_affinity";
@@ -76,12 +81,17 @@ pub fn schema_for(sources: &[String]) -> FeatureSchema {
         (ITEM_WATCH_COMPLETION, 0.0),
         (ITEM_AGE_DAYS, 30.0),
         (ITEM_CATEGORY, -1.0),
+        (ITEM_CREATOR, -1.0),
         (USER_INTERACTIONS, 0.0),
         (USER_EVENTS_1H, 0.0),
         (USER_EVENTS_1D, 0.0),
         (USER_EVENTS_7D, 0.0),
         (USER_EVENTS_30D, 0.0),
         (USER_SKIP_SHARE, 0.0),
+        (USER_CLICKS_7D, 0.0),
+        (USER_LIKES_7D, 0.0),
+        (USER_WATCHES_7D, 0.0),
+        (USER_SKIPS_7D, 0.0),
         (USER_HOURS_SINCE_LAST, -1.0),
         (USER_ACCOUNT_DAYS, 0.0),
         (USER_CATEGORY_AFFINITY, 0.0),
@@ -199,7 +209,7 @@ impl Hydrator for RetrievalHydrator {
 /// Item popularity and trend, feedback rates (smoothed), age and category.
 #[derive(Debug)]
 pub struct ItemHydrator {
-    cols: [usize; 11],
+    cols: [usize; 12],
 }
 
 impl ItemHydrator {
@@ -216,8 +226,9 @@ impl ItemHydrator {
             ITEM_WATCH_COMPLETION,
             ITEM_AGE_DAYS,
             ITEM_CATEGORY,
+            ITEM_CREATOR,
         ];
-        let mut cols = [0; 11];
+        let mut cols = [0; 12];
         for (c, n) in cols.iter_mut().zip(names) {
             *c = column(schema, n)?;
         }
@@ -243,6 +254,7 @@ impl Hydrator for ItemHydrator {
             watch_c,
             age_c,
             cat_c,
+            creator_c,
         ] = self.cols;
         let now = ctx.query.now;
         let g = ctx.state.read();
@@ -314,6 +326,9 @@ impl Hydrator for ItemHydrator {
                 if hot.cats[0] != NONE_IDX {
                     f.set(c.row, cat_c, hot.cats[0] as f32);
                 }
+                if hot.creator != NONE_IDX {
+                    f.set(c.row, creator_c, hot.creator as f32);
+                }
             } else {
                 f.missing += 1;
             }
@@ -326,7 +341,7 @@ impl Hydrator for ItemHydrator {
 /// the ranker can condition item signals on the kind of user.
 #[derive(Debug)]
 pub struct UserHydrator {
-    cols: [usize; 8],
+    cols: [usize; 12],
 }
 
 impl UserHydrator {
@@ -340,8 +355,12 @@ impl UserHydrator {
             USER_SKIP_SHARE,
             USER_HOURS_SINCE_LAST,
             USER_ACCOUNT_DAYS,
+            USER_CLICKS_7D,
+            USER_LIKES_7D,
+            USER_WATCHES_7D,
+            USER_SKIPS_7D,
         ];
-        let mut cols = [0; 8];
+        let mut cols = [0; 12];
         for (c, n) in cols.iter_mut().zip(names) {
             *c = column(schema, n)?;
         }
@@ -363,8 +382,19 @@ impl Hydrator for UserHydrator {
         let now_s = ctx.query.now / 1000;
         let mut windows = [0f32; 4];
         let mut skips = 0f32;
+        // Per event type within the week: clicks, likes, watches, skips and hides.
+        let mut kinds = [0f32; 4];
         for it in &u.recent {
             let age = (now_s - i64::from(it.ts_s)).max(0);
+            if age < 7 * 86_400 {
+                match it.kind {
+                    EventKind::Click => kinds[0] += 1.0,
+                    EventKind::Like => kinds[1] += 1.0,
+                    EventKind::Watch => kinds[2] += 1.0,
+                    EventKind::Skip | EventKind::Hide => kinds[3] += 1.0,
+                    _ => {}
+                }
+            }
             for (w, limit) in windows
                 .iter_mut()
                 .zip([3600, 86_400, 7 * 86_400, 30 * 86_400])
@@ -391,6 +421,10 @@ impl Hydrator for UserHydrator {
             } else {
                 0.0
             },
+            kinds[0],
+            kinds[1],
+            kinds[2],
+            kinds[3],
         ];
         for c in &cands.items {
             for (&col, &v) in self.cols.iter().zip(&values) {

@@ -121,6 +121,12 @@ pub struct RankerSection {
     pub max_lists: usize,
     /// Share of lists held out for early stopping and the reported NDCG.
     pub valid_fraction: f64,
+    /// With at least this many logged responses (impressions with a request id) the lists
+    /// are the served responses and their feedback; otherwise each user's history is split.
+    pub min_impression_lists: usize,
+    /// Feedback on a shown item without a request id counts for the latest response that
+    /// showed it to the user at most this long before.
+    pub attribution_window_s: u64,
     pub labels: cascade_features::LabelWeights,
     pub gbdt: cascade_gbdt::Params,
 }
@@ -134,6 +140,8 @@ impl Default for RankerSection {
             min_interactions: 5,
             max_lists: 20_000,
             valid_fraction: 0.1,
+            min_impression_lists: 500,
+            attribution_window_s: 3600,
             labels: cascade_features::LabelWeights::default(),
             gbdt: cascade_gbdt::Params::default(),
         }

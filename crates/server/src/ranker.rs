@@ -1,6 +1,13 @@
 //! The heavy ranker's training: point-in-time lists from the event log, then LambdaMART.
 //!
-//! Each user's interactions are split in time: the newest `label_fraction` (from the label
+//! When the log holds enough served responses (impressions with a request id), each of the
+//! newest `label_fraction` of them is a list: the items it showed, labelled by the feedback
+//! they received (attributed by request id, or within `attribution_window_s`), with features
+//! computed on a state replayed up to just before the response and models trained only on
+//! events before the first such response.
+//!
+//! Otherwise (MovieLens and other imported histories) each user's interactions are split in
+//! time: the newest `label_fraction` (from the label
 //! time `t_u` on) provide labels, and a state replayed from the log *without* any of the
 //! user's events at or after `t_u` provides features, embeddings and candidates. The served
 //! pipeline of the ranker's surface is run for the user on that state, and its pre-ranked
@@ -162,6 +169,10 @@ pub fn build_lists(
     mutations: &[Mutation],
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<(RankerLists, ListEnv), ServerError> {
+    let shown = served_responses(mutations, &config.models.ranker.surface);
+    if shown.len() >= config.models.ranker.min_impression_lists {
+        return impression_lists(config, mutations, shown, progress);
+    }
     let started = Instant::now();
     let rc = &config.models.ranker;
     let cuts = label_times(mutations, rc);
@@ -365,4 +376,213 @@ pub fn add_to_bundle(
     bundle.manifest.metrics.ranker = Some(metrics);
     bundle.manifest.params.ranker = Some(config.models.ranker.gbdt);
     bundle.manifest.params.labels = Some(config.models.ranker.labels);
+}
+
+/// One logged response: who was shown what, when, in which order.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub request_id: String,
+    pub user: String,
+    pub ts: Millis,
+    /// Item ids by position.
+    pub items: Vec<String>,
+}
+
+/// The responses of `surface` logged as impressions with a request id, oldest first.
+pub fn served_responses(mutations: &[Mutation], surface: &str) -> Vec<Served> {
+    // Per request: the response and its (position, item) impressions.
+    type Positions = Vec<(u32, String)>;
+    let mut by_id: HashMap<&str, (Served, Positions)> = HashMap::new();
+    for m in mutations {
+        let Mutation::Events(evs) = m else { continue };
+        for e in evs {
+            let (cascade_core::EventKind::Impression, Some(rid), Target::Item(item)) =
+                (e.kind, e.request_id.as_deref(), &e.target)
+            else {
+                continue;
+            };
+            if e.surface.as_deref().is_some_and(|s| s != surface) {
+                continue;
+            }
+            let entry = by_id.entry(rid).or_insert_with(|| {
+                (
+                    Served {
+                        request_id: rid.to_string(),
+                        user: e.user_id.clone(),
+                        ts: e.ts,
+                        items: Vec::new(),
+                    },
+                    Vec::new(),
+                )
+            });
+            entry.0.ts = entry.0.ts.min(e.ts);
+            entry.1.push((e.position.unwrap_or(u32::MAX), item.clone()));
+        }
+    }
+    let mut out: Vec<Served> = by_id
+        .into_values()
+        .map(|(mut s, mut items)| {
+            items.sort();
+            items.dedup_by(|a, b| a.1 == b.1);
+            s.items = items.into_iter().map(|(_, i)| i).collect();
+            s
+        })
+        .collect();
+    out.sort_by(|a, b| (a.ts, &a.request_id).cmp(&(b.ts, &b.request_id)));
+    out
+}
+
+/// Lists from served responses (see the module docs): strictly point-in-time, since the
+/// state is replayed in time order and each list is taken just before its response's time.
+fn impression_lists(
+    config: &Config,
+    mutations: &[Mutation],
+    shown: Vec<Served>,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(RankerLists, ListEnv), ServerError> {
+    let started = Instant::now();
+    let rc = &config.models.ranker;
+    let k = ((shown.len() as f64 * rc.label_fraction).ceil() as usize).clamp(1, rc.max_lists);
+    let lists = &shown[shown.len() - k..];
+    let t0 = lists[0].ts;
+    // Labels: each feedback event goes to the response it names, or else to the latest
+    // response that showed the item to the user within the attribution window.
+    let window = i64::try_from(rc.attribution_window_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let index: HashMap<&str, usize> = lists
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.request_id.as_str(), i))
+        .collect();
+    let mut shown_at: HashMap<(&str, &str), Vec<(Millis, usize)>> = HashMap::new();
+    for (i, s) in lists.iter().enumerate() {
+        for item in &s.items {
+            shown_at
+                .entry((s.user.as_str(), item.as_str()))
+                .or_default()
+                .push((s.ts, i));
+        }
+    }
+    let mut labels: Vec<HashMap<&str, f32>> = vec![HashMap::new(); lists.len()];
+    let state = new_state(config);
+    let mut later: Vec<&Event> = Vec::new();
+    for m in mutations {
+        match m {
+            Mutation::Events(evs) => {
+                let mut now_batch = Vec::new();
+                for e in evs {
+                    if e.ts < t0 {
+                        now_batch.push(e.clone());
+                    } else {
+                        later.push(e);
+                    }
+                    let Target::Item(item) = &e.target else {
+                        continue;
+                    };
+                    if e.kind == cascade_core::EventKind::Impression || e.ts < t0 {
+                        continue;
+                    }
+                    let by_id = e
+                        .request_id
+                        .as_deref()
+                        .and_then(|r| index.get(r).copied())
+                        .filter(|&i| lists[i].user == e.user_id && lists[i].items.contains(item));
+                    let by_time = || {
+                        shown_at
+                            .get(&(e.user_id.as_str(), item.as_str()))?
+                            .iter()
+                            .rev()
+                            .find(|&&(t, _)| t <= e.ts && e.ts - t <= window)
+                            .map(|&(_, i)| i)
+                    };
+                    if let Some(i) = by_id.or_else(by_time) {
+                        *labels[i].entry(item.as_str()).or_default() +=
+                            rc.labels.weight(e.kind, e.fraction);
+                    }
+                }
+                if !now_batch.is_empty() {
+                    state.apply(&Mutation::Events(now_batch));
+                }
+            }
+            other => state.apply(other),
+        }
+    }
+    later.sort_by_key(|e| e.ts);
+    let state = Arc::new(state);
+    // Retrieval models from the events before the first list only.
+    let models = build_models(&state, config, true, None);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pool = Arc::new(CpuPool::new(threads).map_err(|e| ServerError::Io(e.to_string()))?);
+    let env = Env {
+        state: state.clone(),
+        models: Arc::new(ModelStore::new(models)),
+        pool: pool.clone(),
+        popular_size: config.models.popular_size,
+        popular_per_category: config.models.popular_per_category,
+    };
+    let pipeline = Arc::new(build_pipeline(config, &rc.surface, None, &pool)?);
+    let mut out = RankerLists {
+        names: pipeline.schema.names().map(str::to_string).collect(),
+        offsets: vec![0],
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+    // Sequential by construction: the state moves forward between lists.
+    let results = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let mut applied = 0usize;
+            let mut rows = Vec::with_capacity(lists.len());
+            for (i, s) in lists.iter().enumerate() {
+                let upto = later[applied..].partition_point(|e| e.ts < s.ts) + applied;
+                if upto > applied {
+                    let batch: Vec<Event> =
+                        later[applied..upto].iter().map(|e| (*e).clone()).collect();
+                    state.apply(&Mutation::Events(batch));
+                    applied = upto;
+                }
+                let items: Vec<cascade_core::Idx> = {
+                    let g = state.read();
+                    s.items.iter().filter_map(|id| g.items.get(id)).collect()
+                };
+                let q = Query::new(&rc.surface, &s.user, items.len().max(1), s.ts);
+                let r = rt.block_on(pipeline.shown_candidates(&env, q, items));
+                rows.push((i, r));
+                if (i + 1) % 256 == 0 || i + 1 == lists.len() {
+                    progress(i + 1, lists.len());
+                }
+            }
+            rows
+        })
+        .join()
+        .map_err(|_| ServerError::Io("ranker list builder panicked".into()))
+    })?;
+    let g = state.read();
+    for (i, r) in results {
+        let Some((_, cands)) = r else { continue };
+        let grades: Vec<f32> = cands
+            .items
+            .iter()
+            .map(|c| {
+                rc.labels
+                    .grade(labels[i].get(g.item_id(c.item)).copied().unwrap_or(0.0))
+            })
+            .collect();
+        if !grades.iter().any(|&y| y > 0.0) {
+            continue;
+        }
+        for (c, y) in cands.items.iter().zip(grades) {
+            out.values.extend_from_slice(cands.features.row(c.row));
+            out.labels.push(y);
+            out.prerank.push(c.score);
+        }
+        out.offsets.push(out.labels.len());
+        out.users.push(lists[i].user.clone());
+        out.label_times.push(lists[i].ts);
+    }
+    drop(g);
+    out.candidates_seconds = started.elapsed().as_secs_f64();
+    let now = lists.last().map_or(t0, |s| s.ts);
+    Ok((out, ListEnv { env, pipeline, now }))
 }

@@ -173,3 +173,116 @@ fn the_served_ranker_scores_exactly_what_it_was_trained_on() {
     }
     assert!(compared >= 100, "{compared}");
 }
+
+/// 60 items in 3 categories; each of 100 users (taste: one category) is served 10 responses
+/// of 6 items an hour apart, logged as impressions with request ids, and clicks the shown
+/// items of their category a minute later (every other click names its request).
+fn served_world() -> (Vec<Mutation>, Vec<Event>) {
+    let items: Vec<Item> = (0..60)
+        .map(|n| Item {
+            id: format!("i{n}"),
+            title: format!("Item {n}"),
+            categories: vec![format!("c{}", n % 3)],
+            tags: vec![],
+            creator_id: Some(format!("k{}", n % 5)),
+            created_at: Some(TimeInput(T0 - 86_400_000)),
+            attributes: Default::default(),
+            hidden: false,
+            mature: false,
+        })
+        .collect();
+    let mut events = Vec::new();
+    let ev = |kind, user: &str, item: u32, ts: i64, rid: Option<String>, pos: Option<u32>| Event {
+        kind,
+        user_id: user.to_string(),
+        target: Target::Item(format!("i{item}")),
+        value: 1.0,
+        fraction: None,
+        ts,
+        request_id: rid,
+        surface: Some("home".into()),
+        position: pos,
+    };
+    for round in 0..10u32 {
+        for u in 0..100u32 {
+            let user = format!("u{u}");
+            let ts = T0 + i64::from(round) * 3_600_000 + i64::from(u) * 1000;
+            let rid = format!("r{u}-{round}");
+            let shown: Vec<u32> = (0..6).map(|p| (u * 7 + round * 11 + p * 13) % 60).collect();
+            for (p, &i) in shown.iter().enumerate() {
+                events.push(ev(
+                    EventKind::Impression,
+                    &user,
+                    i,
+                    ts,
+                    Some(rid.clone()),
+                    Some(p as u32),
+                ));
+            }
+            for (p, &i) in shown.iter().enumerate() {
+                if i % 3 == u % 3 {
+                    let named = (p % 2 == 0).then(|| rid.clone());
+                    events.push(ev(EventKind::Click, &user, i, ts + 60_000, named, None));
+                }
+            }
+        }
+    }
+    let log = vec![
+        Mutation::UpsertItems(items),
+        Mutation::Events(events.clone()),
+    ];
+    (log, events)
+}
+
+#[test]
+fn served_responses_become_lists_with_features_as_of_each_response() {
+    let mut cfg = config();
+    cfg.models.ranker.min_impression_lists = 50;
+    let (log, events) = served_world();
+    let shown = cascade_server::ranker::served_responses(&log, "home");
+    assert_eq!(shown.len(), 1000);
+    assert_eq!(shown[0].items.len(), 6);
+    let (lists, _) = build_lists(&cfg, &log, &|_, _| {}).expect("lists");
+    // The newest 20 % of responses, less those without a click.
+    assert!(
+        lists.lists() > 150 && lists.lists() <= 200,
+        "{}",
+        lists.lists()
+    );
+    let w = lists.names.len();
+    let col = |n: &str| lists.names.iter().position(|x| x == n).expect(n);
+    let (eng, imp) = (col("item_engagements"), col("item_impressions"));
+    let item_of = |q: usize, r: usize| {
+        let s = shown
+            .iter()
+            .find(|s| s.user == lists.users[q] && s.ts == lists.label_times[q])
+            .expect("response");
+        s.items[r - lists.offsets[q]].clone()
+    };
+    for q in 0..lists.lists() {
+        let (user, t) = (&lists.users[q], lists.label_times[q]);
+        let u: u32 = user[1..].parse().expect("user");
+        for r in lists.offsets[q]..lists.offsets[q + 1] {
+            let item = item_of(q, r);
+            let n: u32 = item[1..].parse().expect("item");
+            // Label: clicked exactly when the item is of the user's category.
+            assert_eq!(lists.labels[r] > 0.0, n % 3 == u % 3, "{user} {item}");
+            // Features count only what happened before the response.
+            let before = |k: EventKind| {
+                events
+                    .iter()
+                    .filter(|e| e.kind == k && e.ts < t && e.target == Target::Item(item.clone()))
+                    .count() as f32
+            };
+            let row = &lists.values[r * w..(r + 1) * w];
+            assert!(
+                (row[eng] - before(EventKind::Click).ln_1p()).abs() < 1e-5,
+                "{user} {item}"
+            );
+            assert!(
+                (row[imp] - before(EventKind::Impression).ln_1p()).abs() < 1e-5,
+                "{user} {item}"
+            );
+        }
+    }
+}
