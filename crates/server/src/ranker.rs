@@ -170,7 +170,7 @@ pub fn build_lists(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<(RankerLists, ListEnv), ServerError> {
     let shown = served_responses(mutations, &config.models.ranker.surface);
-    if shown.len() >= config.models.ranker.min_impression_lists {
+    if !shown.is_empty() && shown.len() >= config.models.ranker.min_impression_lists {
         return impression_lists(config, mutations, shown, progress);
     }
     let started = Instant::now();
