@@ -24,6 +24,11 @@ impl CpuPool {
         Ok(Self { pool })
     }
 
+    /// Threads in the pool.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
     /// Runs `f` on the pool and awaits its result. A panic becomes an error, not a crash.
     pub async fn run<R: Send + 'static>(
         &self,

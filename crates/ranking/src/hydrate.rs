@@ -111,20 +111,20 @@ pub fn schema_for(sources: &[String]) -> FeatureSchema {
     FeatureSchema::new(defs)
 }
 
+/// The default surfaces' sources, in slot order.
+pub const DEFAULT_SOURCES: [&str; 7] = [
+    "similar",
+    "embedding",
+    "popular",
+    "editorial",
+    "trending",
+    "follows",
+    "fresh",
+];
+
 /// The schema of a surface with the default sources (tests and tools).
 pub fn default_schema() -> FeatureSchema {
-    schema_for(
-        &[
-            "similar",
-            "embedding",
-            "popular",
-            "editorial",
-            "trending",
-            "follows",
-            "fresh",
-        ]
-        .map(String::from),
-    )
+    schema_for(&DEFAULT_SOURCES.map(String::from))
 }
 
 fn column(schema: &FeatureSchema, name: &str) -> Result<usize, ComponentError> {

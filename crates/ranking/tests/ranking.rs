@@ -116,17 +116,9 @@ fn user_retrieval_and_context_features_describe_the_request() {
     ];
     let env = world(items, vec![], events);
     let schema = default_schema();
-    let names: Vec<String> = [
-        "similar",
-        "embedding",
-        "popular",
-        "editorial",
-        "trending",
-        "follows",
-        "fresh",
-    ]
-    .map(String::from)
-    .to_vec();
+    let names: Vec<String> = cascade_ranking::hydrate::DEFAULT_SOURCES
+        .map(String::from)
+        .to_vec();
     // Asked one hour after u's last event: Friday 1970-01-02, 02:00 UTC.
     let now_s = 90_000 + 3600;
     let mut q = query("u", 5, now_s);

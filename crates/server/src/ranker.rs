@@ -22,7 +22,7 @@ use cascade_features::State;
 use cascade_gbdt::{Lists as GbdtLists, Model, mean_ndcg};
 use cascade_index::ModelStore;
 use cascade_index::bundle::RankerMetrics;
-use cascade_pipeline::{CpuPool, Env, Query};
+use cascade_pipeline::{Candidates, CpuPool, Env, Pipeline, Query};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -159,8 +159,48 @@ pub fn earlier_state(
 /// pipeline, and the instant every list was asked at.
 pub struct ListEnv {
     pub env: Env,
-    pub pipeline: Arc<cascade_pipeline::Pipeline>,
+    pub pipeline: Arc<Pipeline>,
     pub now: Millis,
+}
+
+/// Models trained on `state`, an environment over them, and the ranker surface's pipeline
+/// (without side effects): what both kinds of lists are built with.
+fn list_env(config: &Config, state: &Arc<State>) -> Result<(Env, Arc<Pipeline>), ServerError> {
+    let models = build_models(state, config, true, None);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pool = Arc::new(CpuPool::new(threads).map_err(|e| ServerError::Io(e.to_string()))?);
+    let pipeline = Arc::new(build_pipeline(
+        config,
+        &config.models.ranker.surface,
+        None,
+        &pool,
+    )?);
+    let env = Env {
+        state: state.clone(),
+        models: Arc::new(ModelStore::new(models)),
+        pool,
+        popular_size: config.models.popular_size,
+        popular_per_category: config.models.popular_per_category,
+    };
+    Ok((env, pipeline))
+}
+
+impl RankerLists {
+    /// Appends one list (the candidates' feature rows, their grades and pre-ranker scores);
+    /// a list without a positive grade teaches nothing and is skipped.
+    fn push(&mut self, cands: &Candidates, grades: &[f32], user: &str, t: Millis) {
+        if !grades.iter().any(|&y| y > 0.0) {
+            return;
+        }
+        for (c, &y) in cands.items.iter().zip(grades) {
+            self.values.extend_from_slice(cands.features.row(c.row));
+            self.labels.push(y);
+            self.prerank.push(c.score);
+        }
+        self.offsets.push(self.labels.len());
+        self.users.push(user.to_string());
+        self.label_times.push(t);
+    }
 }
 
 /// Builds the training lists from the log's mutations (see the module docs).
@@ -179,17 +219,8 @@ pub fn build_lists(
     let (state, labels) = earlier_state(config, mutations, &cuts);
     let state = Arc::new(state);
     // Retrieval models (embeddings, co-visitation, index) from the earlier part only.
-    let models = build_models(&state, config, true, None);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let pool = Arc::new(CpuPool::new(threads).map_err(|e| ServerError::Io(e.to_string()))?);
-    let env = Env {
-        state: state.clone(),
-        models: Arc::new(ModelStore::new(models)),
-        pool: pool.clone(),
-        popular_size: config.models.popular_size,
-        popular_per_category: config.models.popular_per_category,
-    };
-    let pipeline = Arc::new(build_pipeline(config, &rc.surface, None, &pool)?);
+    let (env, pipeline) = list_env(config, &state)?;
+    let threads = env.pool.threads();
     // Every labelled user is asked once the earlier part has happened, as serving would ask.
     let now = state.read().watermark + 1000;
     let mut users: Vec<(&String, &Millis)> = cuts
@@ -255,17 +286,7 @@ pub fn build_lists(
                 rc.labels.grade(sum)
             })
             .collect();
-        if !grades.iter().any(|&y| y > 0.0) {
-            continue; // nothing to learn from a list without a positive
-        }
-        for (c, y) in cands.items.iter().zip(grades) {
-            out.values.extend_from_slice(cands.features.row(c.row));
-            out.labels.push(y);
-            out.prerank.push(c.score);
-        }
-        out.offsets.push(out.labels.len());
-        out.users.push(user);
-        out.label_times.push(t);
+        out.push(&cands, &grades, &user, t);
     }
     drop(g);
     out.candidates_seconds = started.elapsed().as_secs_f64();
@@ -509,17 +530,7 @@ fn impression_lists(
     later.sort_by_key(|e| e.ts);
     let state = Arc::new(state);
     // Retrieval models from the events before the first list only.
-    let models = build_models(&state, config, true, None);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let pool = Arc::new(CpuPool::new(threads).map_err(|e| ServerError::Io(e.to_string()))?);
-    let env = Env {
-        state: state.clone(),
-        models: Arc::new(ModelStore::new(models)),
-        pool: pool.clone(),
-        popular_size: config.models.popular_size,
-        popular_per_category: config.models.popular_per_category,
-    };
-    let pipeline = Arc::new(build_pipeline(config, &rc.surface, None, &pool)?);
+    let (env, pipeline) = list_env(config, &state)?;
     let mut out = RankerLists {
         names: pipeline.schema.names().map(str::to_string).collect(),
         offsets: vec![0],
@@ -569,17 +580,7 @@ fn impression_lists(
                     .grade(labels[i].get(g.item_id(c.item)).copied().unwrap_or(0.0))
             })
             .collect();
-        if !grades.iter().any(|&y| y > 0.0) {
-            continue;
-        }
-        for (c, y) in cands.items.iter().zip(grades) {
-            out.values.extend_from_slice(cands.features.row(c.row));
-            out.labels.push(y);
-            out.prerank.push(c.score);
-        }
-        out.offsets.push(out.labels.len());
-        out.users.push(lists[i].user.clone());
-        out.label_times.push(lists[i].ts);
+        out.push(&cands, &grades, &lists[i].user, lists[i].ts);
     }
     drop(g);
     out.candidates_seconds = started.elapsed().as_secs_f64();

@@ -8,33 +8,33 @@ use std::sync::Arc;
 
 const T0: i64 = 1_700_000_000_000;
 
+fn item(id: String, category: String, creator: Option<String>) -> Item {
+    Item {
+        id,
+        title: "An item".into(),
+        categories: vec![category],
+        tags: vec![],
+        creator_id: creator,
+        created_at: Some(TimeInput(T0 - 86_400_000)),
+        attributes: Default::default(),
+        hidden: false,
+        mature: false,
+    }
+}
+
 /// 96 items in 4 categories; each of 160 users walks one category's items in order from a
 /// user-specific start, one step a minute, 15 steps. User 0's last step is the only event
 /// ever on item `late`.
 fn world() -> Vec<Mutation> {
     let items: Vec<Item> = (0..96)
-        .map(|n| Item {
-            id: format!("i{n}"),
-            title: format!("Item {n}"),
-            categories: vec![format!("c{}", n % 4)],
-            tags: vec![],
-            creator_id: Some(format!("k{}", n % 6)),
-            created_at: Some(TimeInput(T0 - 86_400_000)),
-            attributes: Default::default(),
-            hidden: false,
-            mature: false,
+        .map(|n| {
+            item(
+                format!("i{n}"),
+                format!("c{}", n % 4),
+                Some(format!("k{}", n % 6)),
+            )
         })
-        .chain(std::iter::once(Item {
-            id: "late".into(),
-            title: "Late".into(),
-            categories: vec!["c0".into()],
-            tags: vec![],
-            creator_id: None,
-            created_at: Some(TimeInput(T0 - 86_400_000)),
-            attributes: Default::default(),
-            hidden: false,
-            mature: false,
-        }))
+        .chain(std::iter::once(item("late".into(), "c0".into(), None)))
         .collect();
     let mut events = Vec::new();
     for u in 0..160u32 {
@@ -179,16 +179,12 @@ fn the_served_ranker_scores_exactly_what_it_was_trained_on() {
 /// items of their category a minute later (every other click names its request).
 fn served_world() -> (Vec<Mutation>, Vec<Event>) {
     let items: Vec<Item> = (0..60)
-        .map(|n| Item {
-            id: format!("i{n}"),
-            title: format!("Item {n}"),
-            categories: vec![format!("c{}", n % 3)],
-            tags: vec![],
-            creator_id: Some(format!("k{}", n % 5)),
-            created_at: Some(TimeInput(T0 - 86_400_000)),
-            attributes: Default::default(),
-            hidden: false,
-            mature: false,
+        .map(|n| {
+            item(
+                format!("i{n}"),
+                format!("c{}", n % 3),
+                Some(format!("k{}", n % 5)),
+            )
         })
         .collect();
     let mut events = Vec::new();
