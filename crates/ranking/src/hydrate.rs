@@ -127,6 +127,18 @@ pub fn default_schema() -> FeatureSchema {
     schema_for(&DEFAULT_SOURCES.map(String::from))
 }
 
+/// The columns of `names`, in order.
+fn columns<const N: usize>(
+    schema: &FeatureSchema,
+    names: [&str; N],
+) -> Result<[usize; N], ComponentError> {
+    let mut cols = [0; N];
+    for (c, n) in cols.iter_mut().zip(names) {
+        *c = column(schema, n)?;
+    }
+    Ok(cols)
+}
+
 fn column(schema: &FeatureSchema, name: &str) -> Result<usize, ComponentError> {
     schema
         .index(name)
@@ -228,11 +240,9 @@ impl ItemHydrator {
             ITEM_CATEGORY,
             ITEM_CREATOR,
         ];
-        let mut cols = [0; 12];
-        for (c, n) in cols.iter_mut().zip(names) {
-            *c = column(schema, n)?;
-        }
-        Ok(Self { cols })
+        Ok(Self {
+            cols: columns(schema, names)?,
+        })
     }
 }
 
@@ -360,11 +370,9 @@ impl UserHydrator {
             USER_WATCHES_7D,
             USER_SKIPS_7D,
         ];
-        let mut cols = [0; 12];
-        for (c, n) in cols.iter_mut().zip(names) {
-            *c = column(schema, n)?;
-        }
-        Ok(Self { cols })
+        Ok(Self {
+            cols: columns(schema, names)?,
+        })
     }
 }
 
@@ -454,11 +462,9 @@ impl UserItemHydrator {
             COVIS_LAST,
             COVIS_RECENT,
         ];
-        let mut cols = [0; 8];
-        for (c, n) in cols.iter_mut().zip(names) {
-            *c = column(schema, n)?;
-        }
-        Ok(Self { cols })
+        Ok(Self {
+            cols: columns(schema, names)?,
+        })
     }
 }
 
@@ -586,12 +592,7 @@ pub struct ContextHydrator {
 impl ContextHydrator {
     pub fn new(schema: &FeatureSchema) -> Result<Self, ComponentError> {
         Ok(Self {
-            cols: [
-                column(schema, HOUR_OF_DAY)?,
-                column(schema, DAY_OF_WEEK)?,
-                column(schema, DEVICE)?,
-                column(schema, SURFACE)?,
-            ],
+            cols: columns(schema, [HOUR_OF_DAY, DAY_OF_WEEK, DEVICE, SURFACE])?,
         })
     }
 }
