@@ -196,12 +196,32 @@ impl Grower<'_> {
         hist.par_chunks_mut(BINS)
             .zip(self.cols.par_iter())
             .for_each(|(hf, col)| {
-                for &r in rows {
+                // Two interleaved copies: consecutive rows in the same bin (common for
+                // features with few values) would otherwise serialise on one cell.
+                let mut twin = [Cell::default(); BINS];
+                let mut pairs = rows.chunks_exact(2);
+                for pair in &mut pairs {
+                    let (a, b) = (pair[0] as usize, pair[1] as usize);
+                    let c = &mut hf[col[a] as usize];
+                    c.g += f64::from(self.g[a]);
+                    c.h += f64::from(self.h[a]);
+                    c.n += 1;
+                    let d = &mut twin[col[b] as usize];
+                    d.g += f64::from(self.g[b]);
+                    d.h += f64::from(self.h[b]);
+                    d.n += 1;
+                }
+                for &r in pairs.remainder() {
                     let r = r as usize;
                     let c = &mut hf[col[r] as usize];
                     c.g += f64::from(self.g[r]);
                     c.h += f64::from(self.h[r]);
                     c.n += 1;
+                }
+                for (c, d) in hf.iter_mut().zip(&twin) {
+                    c.g += d.g;
+                    c.h += d.h;
+                    c.n += d.n;
                 }
             });
         hist
@@ -330,29 +350,56 @@ impl Grower<'_> {
 }
 
 /// LambdaMART gradients of one list (LightGBM's `lambdarank` with `lambdarank_norm`).
+/// Per-thread buffers of [`lambdas`], reused across lists and rounds.
+#[derive(Default)]
+struct Scratch {
+    order: Vec<usize>,
+    lg: Vec<f64>,
+    lh: Vec<f64>,
+    /// `discount(k)` for every position seen so far.
+    disc: Vec<f64>,
+    gains: Vec<f64>,
+}
+
+/// `max_dcg` is the list's ideal DCG at the truncation level (constant across rounds).
 fn lambdas(
     scores: &[f32],
     labels: &[f32],
+    max_dcg: f64,
     p: &Params,
     g: &mut [f32],
     h: &mut [f32],
-    order: &mut Vec<usize>,
+    sc: &mut Scratch,
 ) {
     let n = scores.len();
     g.fill(0.0);
     h.fill(0.0);
+    let Scratch {
+        order,
+        lg,
+        lh,
+        disc,
+        gains,
+    } = sc;
     order.clear();
     order.extend(0..n);
     order.sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let max_dcg = max_dcg_at(labels, p.truncation);
     if max_dcg <= 0.0 {
         return;
     }
+    while disc.len() < n {
+        disc.push(discount(disc.len()));
+    }
+    gains.clear();
+    gains.extend(labels.iter().map(|&y| gain(y)));
     let inv = 1.0 / max_dcg;
     let best = f64::from(scores[order[0]]);
     let worst = f64::from(scores[order[n - 1]]);
     let mut sum_lambdas = 0f64;
-    let (mut lg, mut lh) = (vec![0f64; n], vec![0f64; n]);
+    lg.clear();
+    lg.resize(n, 0.0);
+    lh.clear();
+    lh.resize(n, 0.0);
     for i in 0..n.min(p.truncation) {
         let hi_i = order[i];
         for (j, &lo_j) in order.iter().enumerate().skip(i + 1) {
@@ -365,9 +412,9 @@ fn lambdas(
                 (lo_j, hi_i, j, i)
             };
             let ds = f64::from(scores[high]) - f64::from(scores[low]);
-            let gap = gain(labels[high]) - gain(labels[low]);
-            let disc = (discount(hr) - discount(lr)).abs();
-            let mut delta = gap * disc * inv;
+            let gap = gains[high] - gains[low];
+            let paired = (disc[hr] - disc[lr]).abs();
+            let mut delta = gap * paired * inv;
             if best != worst {
                 delta /= 0.01 + ds.abs();
             }
@@ -454,6 +501,11 @@ pub fn train(
     let mut report = Report::default();
     let mut best = (f64::NEG_INFINITY, 0usize, 0usize, 0usize);
     let all: Vec<u32> = (0..n as u32).collect();
+    let max_dcgs: Vec<f64> = train
+        .offsets
+        .windows(2)
+        .map(|w| max_dcg_at(&train.labels[w[0]..w[1]], p.truncation))
+        .collect();
     for round in 0..p.trees {
         // Gradients per list, in parallel (lists are disjoint row ranges).
         let spans: Vec<(usize, usize)> = train.offsets.windows(2).map(|w| (w[0], w[1])).collect();
@@ -468,12 +520,12 @@ pub fn train(
                 hr = hb;
             }
         }
-        gh.into_par_iter().zip(spans.par_iter()).for_each_init(
-            Vec::new,
-            |order, ((gs, hs), &(a, b))| {
-                lambdas(&scores[a..b], &train.labels[a..b], p, gs, hs, order);
-            },
-        );
+        gh.into_par_iter()
+            .zip(spans.par_iter())
+            .zip(max_dcgs.par_iter())
+            .for_each_init(Scratch::default, |sc, (((gs, hs), &(a, b)), &m)| {
+                lambdas(&scores[a..b], &train.labels[a..b], m, p, gs, hs, sc);
+            });
         let grower = Grower {
             cols: &cols,
             g: &g,
@@ -588,10 +640,11 @@ mod tests {
         lambdas(
             &scores,
             &labels,
+            max_dcg_at(&labels, 30),
             &Params::default(),
             &mut g,
             &mut h,
-            &mut Vec::new(),
+            &mut Scratch::default(),
         );
         // A negative gradient raises the score (the update is -g/h).
         assert!(g[2] < 0.0 && g[0] > 0.0, "{g:?}");
