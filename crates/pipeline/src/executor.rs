@@ -575,6 +575,16 @@ impl Pipeline {
             if produced == 0 && !cands.items.is_empty() {
                 degraded.push("fallback:popular".into());
             }
+            // Padding scores below every ranked item, so selecting again keeps the ranked
+            // order and holds the padding to the same rules (e.g. diversity).
+            if cands.items.len() > produced {
+                for s in &self.selectors {
+                    if let Err(e) = s.select(ctx, &mut cands) {
+                        tracing::warn!(selector = s.name(), error = %e, "selector failed");
+                    }
+                }
+                cands.items.truncate(n);
+            }
         }
         timings.push(("fallback", ms(t.elapsed())));
 

@@ -6,4 +6,4 @@ mod select;
 
 pub use explain::{ReasonTemplates, TemplateExplainer};
 pub use filters::{SafetyFilter, SeenFilter};
-pub use select::TopScore;
+pub use select::{DiversityConfig, TopScore, WindowDiversity};

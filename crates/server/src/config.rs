@@ -175,6 +175,8 @@ pub struct SurfaceConfig {
     pub filters: Vec<FilterKind>,
     pub scorer: BlendConfig,
     pub selectors: Vec<SelectorKind>,
+    /// Parameters of the `diversity` selector.
+    pub diversity: cascade_policy::DiversityConfig,
     pub side_effects: Vec<SideEffectKind>,
     pub reasons: ReasonTemplates,
     /// Pad short lists from the popular list (then the newest items) through the filters.
@@ -256,6 +258,9 @@ pub enum FilterKind {
 #[serde(rename_all = "snake_case")]
 pub enum SelectorKind {
     TopScore,
+    /// Category and creator caps in every window (`diversity` parameters); replaces
+    /// `top_score`.
+    Diversity,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,6 +370,7 @@ impl Default for SurfaceConfig {
             filters: vec![FilterKind::Safety, FilterKind::Seen],
             scorer: BlendConfig::default(),
             selectors: vec![SelectorKind::TopScore],
+            diversity: cascade_policy::DiversityConfig::default(),
             side_effects: vec![SideEffectKind::Impressions],
             reasons: ReasonTemplates::default(),
             fallback: true,
@@ -485,6 +491,9 @@ impl Config {
             }
             if s.sources.iter().any(|x| x.limit == 0 || x.timeout_ms == 0) {
                 return bad(&k("sources"), "limit and timeout_ms must be positive");
+            }
+            if let Err(e) = s.diversity.validate() {
+                return bad(&k("diversity"), &e);
             }
             if s.prerank_keep == 0 {
                 return bad(&k("prerank_keep"), "must be positive");

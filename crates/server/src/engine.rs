@@ -17,7 +17,7 @@ use cascade_pipeline::{
     CandidateSource, ComponentError, CpuPool, Env, Filter, Hydrator, Pipeline, PipelineResult,
     RequestCtx, Scorer, Selector, SideEffect, SourceSlot, StageBudgets,
 };
-use cascade_policy::{SafetyFilter, SeenFilter, TemplateExplainer, TopScore};
+use cascade_policy::{SafetyFilter, SeenFilter, TemplateExplainer, TopScore, WindowDiversity};
 use cascade_ranking::{
     BlendScorer, ContextHydrator, GbdtScorer, ItemHydrator, RetrievalHydrator, UserHydrator,
     UserItemHydrator, schema_for,
@@ -636,6 +636,9 @@ pub fn build_pipeline(
         .map(|k| -> Arc<dyn Selector> {
             match k {
                 SelectorKind::TopScore => Arc::new(TopScore),
+                SelectorKind::Diversity => Arc::new(WindowDiversity {
+                    config: s.diversity,
+                }),
             }
         })
         .collect();
