@@ -95,6 +95,9 @@ pub struct UserState {
     pub engaged: Vec<(Idx, u32)>,
     /// Items the user hid, sorted.
     pub hidden_items: Vec<Idx>,
+    /// Impressions (item, time in seconds), oldest first, the newest `MAX_SHOWN` kept: what
+    /// frequency caps count.
+    pub shown: Vec<(Idx, u32)>,
     /// Segments (`key=value` of the configured attributes, e.g. `locale=fr`) the user is in.
     pub segments: Vec<Idx>,
 }
@@ -111,6 +114,8 @@ impl UserState {
 
 /// Most creators one user follows (the same bound as a user upsert's `follows`).
 pub const MAX_FOLLOWS: usize = 10_000;
+/// Impressions remembered per user for frequency caps.
+pub const MAX_SHOWN: usize = 1000;
 
 /// Tunables of the state.
 #[derive(Debug, Clone, Copy)]
@@ -572,6 +577,13 @@ impl Inner {
                 let w = self.config.weights.weight(e.kind, e.value, e.fraction);
                 if e.kind == EventKind::Impression {
                     self.impressions[item as usize] += 1;
+                    let shown = &mut self.user_states[user as usize].shown;
+                    let pos = shown.partition_point(|&(_, t)| t <= ts_s);
+                    shown.insert(pos, (item, ts_s));
+                    if shown.len() > MAX_SHOWN {
+                        let extra = shown.len() - MAX_SHOWN;
+                        shown.drain(..extra);
+                    }
                     return;
                 }
                 if w > 0.0 {

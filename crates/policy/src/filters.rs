@@ -91,3 +91,81 @@ impl Filter for SeenFilter {
         Ok(out)
     }
 }
+
+/// At most `max_impressions` impressions of an item per user within `window_s` without the
+/// user engaging with it in between (impressions the server logs for every response).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrequencyCapConfig {
+    pub max_impressions: u32,
+    pub window_s: u32,
+}
+
+impl Default for FrequencyCapConfig {
+    fn default() -> Self {
+        Self {
+            max_impressions: 3,
+            window_s: 86_400,
+        }
+    }
+}
+
+/// Removes items the user was already shown `max_impressions` times within the window since
+/// their last interaction with the item (reason `frequency_cap`). Counts only impressions
+/// before `now`.
+#[derive(Debug)]
+pub struct FrequencyCap {
+    pub config: FrequencyCapConfig,
+}
+
+impl Filter for FrequencyCap {
+    fn name(&self) -> &str {
+        "frequency_cap"
+    }
+
+    fn filter(&self, ctx: &RequestCtx, cands: &Candidates) -> Result<Vec<Removal>, ComponentError> {
+        let g = ctx.state.read();
+        let Some(u) = ctx.user.idx.and_then(|u| g.user(u)) else {
+            return Ok(Vec::new());
+        };
+        let now_s = u32::try_from((ctx.query.now / 1000).max(0)).unwrap_or(u32::MAX);
+        let from = now_s.saturating_sub(self.config.window_s);
+        // Latest interaction per item, then impressions since it, inside the window.
+        let mut last: Vec<(u32, u32)> = u
+            .history
+            .iter()
+            .filter(|i| i.ts_s < now_s)
+            .map(|i| (i.item, i.ts_s))
+            .collect();
+        last.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        last.dedup_by_key(|x| x.0);
+        let mut counts: Vec<u32> = u
+            .shown
+            .iter()
+            .filter(|&&(item, t)| {
+                t >= from
+                    && t < now_s
+                    && last
+                        .binary_search_by_key(&item, |x| x.0)
+                        .map_or(true, |p| last[p].1 < t)
+            })
+            .map(|&(item, _)| item)
+            .collect();
+        counts.sort_unstable();
+        let shown_times = |item: u32| {
+            let a = counts.partition_point(|&x| x < item);
+            let b = counts.partition_point(|&x| x <= item);
+            (b - a) as u32
+        };
+        Ok(cands
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| shown_times(c.item) >= self.config.max_impressions)
+            .map(|(index, _)| Removal {
+                index,
+                reason: "frequency_cap",
+            })
+            .collect())
+    }
+}

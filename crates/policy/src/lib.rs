@@ -5,5 +5,5 @@ mod filters;
 mod select;
 
 pub use explain::{ReasonTemplates, TemplateExplainer};
-pub use filters::{SafetyFilter, SeenFilter};
+pub use filters::{FrequencyCap, FrequencyCapConfig, SafetyFilter, SeenFilter};
 pub use select::{DiversityConfig, TopScore, WindowDiversity};

@@ -175,6 +175,8 @@ pub struct SurfaceConfig {
     pub filters: Vec<FilterKind>,
     pub scorer: BlendConfig,
     pub selectors: Vec<SelectorKind>,
+    /// Parameters of the `frequency_cap` filter.
+    pub frequency_cap: cascade_policy::FrequencyCapConfig,
     /// Parameters of the `diversity` selector.
     pub diversity: cascade_policy::DiversityConfig,
     pub side_effects: Vec<SideEffectKind>,
@@ -252,6 +254,8 @@ pub enum HydratorKind {
 pub enum FilterKind {
     Safety,
     Seen,
+    /// Impression caps per user and item (`frequency_cap` parameters).
+    FrequencyCap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,6 +375,7 @@ impl Default for SurfaceConfig {
             scorer: BlendConfig::default(),
             selectors: vec![SelectorKind::TopScore],
             diversity: cascade_policy::DiversityConfig::default(),
+            frequency_cap: cascade_policy::FrequencyCapConfig::default(),
             side_effects: vec![SideEffectKind::Impressions],
             reasons: ReasonTemplates::default(),
             fallback: true,

@@ -17,7 +17,9 @@ use cascade_pipeline::{
     CandidateSource, ComponentError, CpuPool, Env, Filter, Hydrator, Pipeline, PipelineResult,
     RequestCtx, Scorer, Selector, SideEffect, SourceSlot, StageBudgets,
 };
-use cascade_policy::{SafetyFilter, SeenFilter, TemplateExplainer, TopScore, WindowDiversity};
+use cascade_policy::{
+    FrequencyCap, SafetyFilter, SeenFilter, TemplateExplainer, TopScore, WindowDiversity,
+};
 use cascade_ranking::{
     BlendScorer, ContextHydrator, GbdtScorer, ItemHydrator, RetrievalHydrator, UserHydrator,
     UserItemHydrator, schema_for,
@@ -627,6 +629,9 @@ pub fn build_pipeline(
             match f {
                 FilterKind::Safety => Arc::new(SafetyFilter),
                 FilterKind::Seen => Arc::new(SeenFilter),
+                FilterKind::FrequencyCap => Arc::new(FrequencyCap {
+                    config: s.frequency_cap,
+                }),
             }
         })
         .collect();
