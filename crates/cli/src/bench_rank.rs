@@ -68,7 +68,7 @@ pub fn run(args: RankArgs) -> anyhow::Result<()> {
         merged += cands.items.len();
         // Timed on this thread: one core, nothing else running.
         let t = Instant::now();
-        let (ranked, d, steps) = pipeline.rank_stage(&ctx, cands);
+        let (ranked, d, steps, _) = pipeline.rank_stage(&ctx, cands);
         stage.record(t.elapsed().as_nanos() as u64)?;
         for (name, ms) in steps {
             match per_step.iter_mut().find(|(n, _)| *n == name) {

@@ -98,6 +98,15 @@ impl PipelineResult {
 }
 
 /// Newest catalog entries the fallback may scan when the popular list runs out.
+/// What the ranking stage returns: the scored survivors, what degraded, each step's
+/// milliseconds, and (with `explain`) what the filters removed and why.
+pub type RankStage = (
+    Candidates,
+    Vec<String>,
+    Vec<(&'static str, f64)>,
+    Vec<(Idx, String, &'static str)>,
+);
+
 const FALLBACK_SCAN: usize = 20_000;
 
 fn ms(d: Duration) -> f64 {
@@ -222,10 +231,7 @@ impl Pipeline {
         env: &Env,
         query: Query,
     ) -> Option<(Arc<RequestCtx>, Candidates)> {
-        let (mut degraded, mut timings) = (Vec::new(), Vec::new());
-        let (ctx, cands) = self
-            .gather(env, query, Instant::now(), &mut degraded, &mut timings)
-            .await?;
+        let (ctx, cands) = self.merged_candidates(env, query).await?;
         let this = self.clone();
         let job_ctx = ctx.clone();
         let prepared = env
@@ -252,20 +258,16 @@ impl Pipeline {
     }
 
     /// The ranking stage on the calling thread: filters, budget, hydration, the pre-ranker's
-    /// cut and the heavy scorers. Returns the scored survivors, what degraded, and each
-    /// step's milliseconds.
-    pub fn rank_stage(
-        &self,
-        ctx: &RequestCtx,
-        cands: Candidates,
-    ) -> (Candidates, Vec<String>, Vec<(&'static str, f64)>) {
-        let (mut degraded, mut timings, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+    /// cut and the heavy scorers (see [`RankStage`]).
+    pub fn rank_stage(&self, ctx: &RequestCtx, cands: Candidates) -> RankStage {
+        let (mut degraded, mut timings, mut removed) =
+            (Vec::new(), Vec::with_capacity(8), Vec::new());
         let mut cands = self.prepare(ctx, cands, &mut degraded, &mut timings, &mut removed);
         let t = Instant::now();
         let mut scores = vec![0f32; cands.items.len()];
         self.run_scorers(ctx, &self.scorers, &mut cands, &mut scores, &mut degraded);
         timings.push(("score", ms(t.elapsed())));
-        (cands, degraded, timings)
+        (cands, degraded, timings, removed)
     }
 
     /// The given items (what a past response showed) as the heavy ranker would have seen them
@@ -278,10 +280,7 @@ impl Pipeline {
         query: Query,
         items: Vec<Idx>,
     ) -> Option<(Arc<RequestCtx>, Candidates)> {
-        let (mut degraded, mut timings) = (Vec::new(), Vec::new());
-        let (ctx, merged) = self
-            .gather(env, query, Instant::now(), &mut degraded, &mut timings)
-            .await?;
+        let (ctx, merged) = self.merged_candidates(env, query).await?;
         let this = self.clone();
         let job_ctx = ctx.clone();
         let shown = env
@@ -548,15 +547,7 @@ impl Pipeline {
     /// The CPU stage: filters → budget → hydration → pre-ranker cut → scorers → selectors →
     /// fallback → explanations.
     fn rank(&self, ctx: &RequestCtx, cands: Candidates) -> Ranked {
-        let mut degraded = Vec::new();
-        let mut timings = Vec::with_capacity(8);
-        let mut removed = Vec::new();
-        let mut cands = self.prepare(ctx, cands, &mut degraded, &mut timings, &mut removed);
-
-        let t = Instant::now();
-        let mut scores = vec![0f32; cands.items.len()];
-        self.run_scorers(ctx, &self.scorers, &mut cands, &mut scores, &mut degraded);
-        timings.push(("score", ms(t.elapsed())));
+        let (mut cands, mut degraded, mut timings, mut removed) = self.rank_stage(ctx, cands);
         let t = Instant::now();
         for s in &self.selectors {
             if let Err(e) = s.select(ctx, &mut cands) {
