@@ -59,17 +59,40 @@ pub fn run(args: RankArgs) -> anyhow::Result<()> {
     let (mut merged, mut kept, mut features) = (0usize, 0usize, 0usize);
     let mut degraded = 0usize;
     let mut per_step: Vec<(&'static str, f64)> = Vec::new();
+    let mut policy = Histogram::<u64>::new(3)?;
+    // Sums over requests: context + sources + merge; ranking + policy; policy (incl. filters).
+    let (mut gather_ms, mut request_ms, mut policy_ms) = (0f64, 0f64, 0f64);
     let mut out = Vec::new();
     for user in &users {
-        let q = cascade_pipeline::Query::new(&args.surface, user, 10, now);
+        let mut q = cascade_pipeline::Query::new(&args.surface, user, 10, now);
+        q.request_id = format!("bench-{user}");
+        let t = Instant::now();
         let Some((ctx, cands)) = rt.block_on(pipeline.merged_candidates(&engine.env, q)) else {
             continue;
         };
+        gather_ms += t.elapsed().as_secs_f64() * 1e3;
         merged += cands.items.len();
         // Timed on this thread: one core, nothing else running.
         let t = Instant::now();
-        let (ranked, d, steps, _) = pipeline.rank_stage(&ctx, cands);
-        stage.record(t.elapsed().as_nanos() as u64)?;
+        let rs = pipeline.rank_stage(&ctx, cands);
+        let rank_took = t.elapsed();
+        stage.record(rank_took.as_nanos() as u64)?;
+        let ranked = rs.cands.clone();
+        let d = rs.degraded.clone();
+        // The policy stage on the ranked list: selectors, padding, explanations.
+        let t = Instant::now();
+        let done = pipeline.policy_stage(&ctx, rs);
+        let policy_took = t.elapsed();
+        policy.record(policy_took.as_nanos() as u64)?;
+        let steps = done.timings;
+        // The filters are policy too (safety, blocklist, seen, caps).
+        let filter_ms: f64 = steps
+            .iter()
+            .filter(|(name, _)| *name == "filter")
+            .map(|(_, ms)| ms)
+            .sum();
+        policy_ms += policy_took.as_secs_f64() * 1e3 + filter_ms;
+        request_ms += (rank_took + policy_took).as_secs_f64() * 1e3;
         for (name, ms) in steps {
             match per_step.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, total)) => *total += ms,
@@ -113,6 +136,20 @@ pub fn run(args: RankArgs) -> anyhow::Result<()> {
         .map(|(name, total)| format!("{name} {:.3}", total / n))
         .collect();
     println!("  mean ms per step: {}", steps.join(", "));
+    println!(
+        "policy after ranking (selectors, padding, explanations): p50 {:.1} µs, p99 {:.1} µs",
+        pct(&policy, 0.5),
+        pct(&policy, 0.99)
+    );
+    let whole = gather_ms + request_ms;
+    println!(
+        "policy incl. filters: {:.3} ms of a {:.3} ms request (context + sources {:.3} ms, CPU stage {:.3} ms): {:.1} %",
+        policy_ms / n,
+        whole / n,
+        gather_ms / n,
+        request_ms / n,
+        100.0 * policy_ms / whole.max(f64::MIN_POSITIVE)
+    );
     println!(
         "GBDT inference alone on the survivors: p50 {:.1} µs, p99 {:.1} µs",
         pct(&infer, 0.5),

@@ -856,6 +856,7 @@ impl Ev {
             request_id: None,
             surface: None,
             position: None,
+            propensity: None,
         }
     }
 }
@@ -1349,6 +1350,7 @@ pub fn event_to_input(e: Event) -> EventIn {
         request_id: e.request_id,
         surface: e.surface,
         position: e.position,
+        propensity: e.propensity.map(exact_f64),
     }
 }
 

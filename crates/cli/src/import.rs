@@ -543,6 +543,7 @@ fn csv_events(
             request_id: r.opt(request),
             surface: r.opt(surface),
             position: r.parse::<u32>(position, line, "position")?,
+            propensity: None,
         };
         let event = e.into_event(now).map_err(|e| invalid(file, line, &e))?;
         out.event(event)?;
@@ -661,6 +662,7 @@ pub fn rating_event(user: &str, item: &str, stars: f64, at: TimeInput) -> EventI
         request_id: None,
         surface: None,
         position: None,
+        propensity: None,
     }
 }
 

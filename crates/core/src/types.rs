@@ -15,7 +15,8 @@ pub const MAX_CLOCK_SKEW_MS: Millis = 3_600_000;
 /// Most categories or tags on one item.
 pub const MAX_LABELS: usize = 64;
 
-fn check_id(field: &str, id: &str) -> Result<(), FieldError> {
+/// Checks an id field: non-empty, bounded, no control characters.
+pub fn check_id(field: &str, id: &str) -> Result<(), FieldError> {
     if id.is_empty() {
         return Err(FieldError::new("invalid_value", field, "must not be empty"));
     }
@@ -292,6 +293,10 @@ pub struct EventIn {
     pub surface: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u32>,
+    /// Impressions: the probability that the serving policy showed this item in this slot
+    /// (0 < p <= 1), for off-policy evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propensity: Option<f64>,
 }
 
 /// What an event is about.
@@ -313,6 +318,8 @@ pub struct Event {
     pub request_id: Option<String>,
     pub surface: Option<String>,
     pub position: Option<u32>,
+    /// Impressions: probability that the policy showed the item in this slot.
+    pub propensity: Option<f32>,
 }
 
 impl EventIn {
@@ -366,6 +373,15 @@ impl EventIn {
                 "must be within 0..1",
             ));
         }
+        if let Some(p) = self.propensity
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(FieldError::new(
+                "invalid_value",
+                "propensity",
+                "must be within (0, 1]",
+            ));
+        }
         if self.kind == EventKind::Watch && self.value.is_none() && self.fraction.is_none() {
             return Err(FieldError::new(
                 "missing_field",
@@ -401,6 +417,7 @@ impl EventIn {
             request_id: self.request_id,
             surface: self.surface,
             position: self.position,
+            propensity: self.propensity.map(|p| p as f32),
         })
     }
 }
@@ -426,6 +443,10 @@ pub struct EditorialList {
     /// Multiplies the list's retrieval scores (default 1).
     #[serde(default = "one")]
     pub boost: f32,
+    /// Pins the list's first qualifying item (one that passes every filter, best first) to
+    /// this 0-based position of the response, on surfaces whose policy has `pinned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<u32>,
 }
 
 fn one() -> f32 {

@@ -36,6 +36,8 @@ impl ItemHot {
     pub const EXISTS: u8 = 1;
     pub const HIDDEN: u8 = 2;
     pub const MATURE: u8 = 4;
+    /// `attributes.sponsored = true`.
+    pub const SPONSORED: u8 = 8;
 
     fn of(rec: &ItemRec) -> Self {
         let cat = |k: usize| rec.categories.get(k).copied().unwrap_or(NONE_IDX);
@@ -45,6 +47,14 @@ impl ItemHot {
         }
         if rec.mature {
             flags |= Self::MATURE;
+        }
+        let sponsored = rec
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get("sponsored"))
+            .and_then(Value::as_bool);
+        if sponsored == Some(true) {
+            flags |= Self::SPONSORED;
         }
         Self {
             cats: [cat(0), cat(1)],
@@ -64,6 +74,10 @@ impl ItemHot {
 
     pub fn mature(&self) -> bool {
         self.flags & Self::MATURE != 0
+    }
+
+    pub fn sponsored(&self) -> bool {
+        self.flags & Self::SPONSORED != 0
     }
 }
 
@@ -710,6 +724,7 @@ mod tests {
             request_id: None,
             surface: None,
             position: None,
+            propensity: None,
         }
     }
 

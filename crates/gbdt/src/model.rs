@@ -32,6 +32,10 @@ pub struct Model {
     pub nodes: Vec<Node>,
     pub leaves: Vec<f32>,
     pub roots: Vec<Root>,
+    /// Training rows that reached each leaf (aligned with `leaves`), for attributions;
+    /// empty in models saved before it was recorded (leaves then weigh the same).
+    #[serde(default)]
+    pub leaf_counts: Vec<u32>,
 }
 
 impl Model {
@@ -155,6 +159,9 @@ impl Model {
         if self.leaves.iter().any(|v| !v.is_finite()) {
             return bad("non-finite leaf value");
         }
+        if !self.leaf_counts.is_empty() && self.leaf_counts.len() != self.leaves.len() {
+            return bad("leaf_counts and leaves differ in length");
+        }
         if self.roots.iter().any(|r| !child_ok(r.0)) {
             return bad("tree root out of range");
         }
@@ -165,6 +172,65 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// Expected value (training-cover-weighted mean of the leaves below) and cover of every
+    /// node: the baseline of [`Model::contributions`]. Children come after their parent in
+    /// `nodes`, so one backward pass suffices.
+    pub fn expectations(&self) -> Vec<(f32, f32)> {
+        let leaf = |l: usize| {
+            let w = self.leaf_counts.get(l).map_or(1.0, |&c| c as f32).max(1e-6);
+            (self.leaves[l], w)
+        };
+        let mut e = vec![(0f32, 0f32); self.nodes.len()];
+        for i in (0..self.nodes.len()).rev() {
+            let n = &self.nodes[i];
+            let side = |c: i32, e: &[(f32, f32)]| {
+                if c >= 0 {
+                    e[c as usize]
+                } else {
+                    leaf(!c as usize)
+                }
+            };
+            let (vl, wl) = side(n.left, &e);
+            let (vr, wr) = side(n.right, &e);
+            let w = wl + wr;
+            e[i] = ((vl * wl + vr * wr) / w, w);
+        }
+        e
+    }
+
+    /// Path attribution (Saabas) of one row's score: along each tree's decision path, the
+    /// change in expected value at a split is credited to the split's feature. Adds each
+    /// feature's credit to `out` (indexed like `self.features`) and returns the bias (the sum
+    /// of the trees' expected values); bias plus credits equals [`Model::predict`].
+    pub fn contributions(&self, exp: &[(f32, f32)], row: &[f32], out: &mut [f32]) -> f32 {
+        let mut bias = 0.0;
+        for &root in &self.roots {
+            let mut at = root.0;
+            if at < 0 {
+                bias += self.leaves[!at as usize];
+                continue;
+            }
+            let mut here = exp[at as usize].0;
+            bias += here;
+            while at >= 0 {
+                let n = &self.nodes[at as usize];
+                let v = row.get(n.feature as usize).copied().unwrap_or(0.0);
+                let next = if v <= n.threshold { n.left } else { n.right };
+                let value = if next >= 0 {
+                    exp[next as usize].0
+                } else {
+                    self.leaves[!next as usize]
+                };
+                if let Some(o) = out.get_mut(n.feature as usize) {
+                    *o += value - here;
+                }
+                here = value;
+                at = next;
+            }
+        }
+        bias
     }
 
     pub fn to_json(&self) -> Result<Vec<u8>, GbdtError> {

@@ -496,6 +496,7 @@ pub fn train(
         features: names.to_vec(),
         nodes: Vec::new(),
         leaves: Vec::new(),
+        leaf_counts: Vec::new(),
         roots: Vec::new(),
     };
     let mut report = Report::default();
@@ -560,6 +561,7 @@ pub fn train(
             let v = (-l.g / (l.h + p.lambda_l2)) as f32 * p.learning_rate;
             let v = if v.is_finite() { v } else { 0.0 };
             model.leaves.push(v);
+            model.leaf_counts.push(l.rows.len() as u32);
             for &r in &l.rows {
                 scores[r as usize] += v;
             }
@@ -584,6 +586,7 @@ pub fn train(
         model.roots.truncate(best.1);
         model.nodes.truncate(best.2);
         model.leaves.truncate(best.3);
+        model.leaf_counts.truncate(best.3);
         report.valid_ndcg = Some(best.0);
     }
     report.rounds = model.roots.len();

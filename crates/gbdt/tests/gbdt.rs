@@ -148,3 +148,36 @@ fn bad_inputs_are_named() {
     .expect_err("params");
     assert!(err.to_string().contains("num_leaves"), "{err}");
 }
+
+#[test]
+fn path_attributions_add_up_to_the_score_and_credit_the_features_that_matter() {
+    let (x, y, off) = lists(200, 3);
+    let p = Params {
+        trees: 40,
+        ..Params::default()
+    };
+    let (model, _) =
+        train(&Lists::new(&x, 4, &y, &off), None, &names(), &p, &|_, _| {}).expect("train");
+    assert_eq!(model.leaf_counts.len(), model.leaves.len());
+    let exp = model.expectations();
+    let (mut credit_ab, mut credit_rest) = (0f32, 0f32);
+    for r in 0..200 {
+        let row = &x[r * 4..r * 4 + 4];
+        let mut out = [0f32; 4];
+        let bias = model.contributions(&exp, row, &mut out);
+        let total: f32 = bias + out.iter().sum::<f32>();
+        assert!(
+            (total - model.predict(row)).abs() < 1e-3,
+            "row {r}: {total} vs {}",
+            model.predict(row)
+        );
+        credit_ab += out[0].abs() + out[1].abs();
+        credit_rest += out[2].abs() + out[3].abs();
+        // The constant feature never splits, so it never gets credit.
+        assert_eq!(out[3], 0.0);
+    }
+    assert!(
+        credit_ab > 3.0 * credit_rest,
+        "relevant features {credit_ab} vs noise {credit_rest}"
+    );
+}

@@ -212,6 +212,7 @@ mod tests {
             request_id: None,
             surface: None,
             position: None,
+            propensity: None,
         }
     }
 

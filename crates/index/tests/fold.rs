@@ -31,6 +31,7 @@ fn click(user: &str, n: u32) -> Event {
         request_id: None,
         surface: None,
         position: None,
+        propensity: None,
     }
 }
 

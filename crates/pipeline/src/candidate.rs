@@ -43,6 +43,51 @@ pub struct Candidate {
     pub row: u32,
     /// Final score written by scorers.
     pub score: f32,
+    /// The policy rule that placed this item in the list.
+    pub placed: Placement,
+    /// For a locked placement, the slot it holds (0-based).
+    pub slot: u16,
+    /// Probability that the serving policy puts this item in its slot: 1 for the ranked
+    /// order (deterministic), the bandit's estimate for exploration slots. Logged with the
+    /// impression so that off-policy evaluation can reweight.
+    pub propensity: f32,
+}
+
+/// How an item got its slot in the final list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// By score (after boosts, caps and diversity).
+    #[default]
+    Ranked,
+    /// A pinned editorial slot.
+    Pinned,
+    /// An exploration slot chosen by the bandit.
+    Exploring,
+    /// An exploration slot guaranteed to a new item that still lacks impressions.
+    NewItem,
+    /// Padding from the popular list when the ranked list ran short.
+    Fallback,
+}
+
+impl Placement {
+    /// Stable name, used in traces and impression logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Ranked => "ranked",
+            Placement::Pinned => "pinned",
+            Placement::Exploring => "exploring",
+            Placement::NewItem => "new_item",
+            Placement::Fallback => "fallback",
+        }
+    }
+
+    /// Whether a later selector must leave the item where it is.
+    pub fn locked(self) -> bool {
+        matches!(
+            self,
+            Placement::Pinned | Placement::Exploring | Placement::NewItem
+        )
+    }
 }
 
 impl Candidate {
@@ -55,6 +100,9 @@ impl Candidate {
             seed: NONE_IDX,
             row: 0,
             score: 0.0,
+            placed: Placement::Ranked,
+            slot: 0,
+            propensity: 1.0,
         }
     }
 
@@ -119,6 +167,19 @@ pub struct Removal {
     pub index: usize,
     /// Stable machine-readable reason, e.g. `hidden`, `already_seen`.
     pub reason: &'static str,
+}
+
+/// One ranking stage's score and rank (0-based, among the candidates that stage scored) of
+/// one item: the `explain=true` trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageScore {
+    pub item: Idx,
+    /// `prerank`, or the name of a heavy scorer (`gbdt`, then `boosts`, ...).
+    pub stage: String,
+    pub score: f32,
+    pub rank: u32,
+    /// How many candidates the stage scored.
+    pub of: u32,
 }
 
 /// The explanation attached to a returned item.

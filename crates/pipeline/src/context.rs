@@ -109,7 +109,15 @@ impl RequestCtx {
             // Only a client-supplied time can ask for the past.
             let live = !query.now_from_client || query.now >= g.watermark;
             let view_until = if live { Millis::MAX } else { query.now };
-            let user = g.user_view(&query.user_id, view_until, RECENT_INTERACTIONS);
+            let mut user = g.user_view(&query.user_id, view_until, RECENT_INTERACTIONS);
+            // The request's locale counts as a segment too: a user without a profile (cold
+            // start) still gets what is popular where they are.
+            if let Some(locale) = query.context.locale.as_deref()
+                && let Some(seg) = g.segments.get(&format!("locale={locale}"))
+                && !user.segments.contains(&seg)
+            {
+                user.segments.push(seg);
+            }
             let session: Vec<Idx> = query
                 .session_item_ids
                 .iter()

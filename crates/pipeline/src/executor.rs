@@ -1,7 +1,9 @@
 //! The one executor: runs a surface's components in order under deadlines, records timings
 //! and metrics, applies fail-open / fail-closed policy, and falls back to the popular list.
 
-use crate::candidate::{Candidate, Candidates, FeatureBlock, Hit, MAX_SOURCES, Reason};
+use crate::candidate::{
+    Candidate, Candidates, FeatureBlock, Hit, MAX_SOURCES, Placement, Reason, StageScore,
+};
 use crate::component::{
     CandidateSource, ComponentError, Explainer, FailMode, Filter, Hydrator, Scorer, Selector,
     SideEffect,
@@ -20,6 +22,10 @@ pub struct SourceSlot {
     /// Most candidates taken from this source (its quota).
     pub limit: usize,
     pub timeout: Duration,
+    /// Its candidates pass the candidate budget and the pre-ranker's cut, so the policy
+    /// stage can still pin them (editorial) or explore with them (fresh items) whatever the
+    /// pre-ranker thinks of them.
+    pub protected: bool,
 }
 
 /// Time budgets of a surface.
@@ -89,6 +95,10 @@ pub struct PipelineResult {
     /// With `explain`: (item, component, reason) of every removed candidate.
     pub removed: Vec<(Idx, String, &'static str)>,
     pub features: Option<FeatureBlock>,
+    /// With `explain`: each ranking stage's score and rank of every candidate it scored.
+    pub trace: Vec<StageScore>,
+    /// Filters every returned item passed (those that ran for this request).
+    pub filters_passed: Vec<String>,
 }
 
 impl PipelineResult {
@@ -97,30 +107,38 @@ impl PipelineResult {
     }
 }
 
-/// Newest catalog entries the fallback may scan when the popular list runs out.
-/// What the ranking stage returns: the scored survivors, what degraded, each step's
-/// milliseconds, and (with `explain`) what the filters removed and why.
-pub type RankStage = (
-    Candidates,
-    Vec<String>,
-    Vec<(&'static str, f64)>,
-    Vec<(Idx, String, &'static str)>,
-);
+/// What the ranking stage returns.
+#[derive(Debug)]
+pub struct RankStage {
+    /// The scored survivors.
+    pub cands: Candidates,
+    pub degraded: Vec<String>,
+    /// Milliseconds per step.
+    pub timings: Vec<(&'static str, f64)>,
+    /// With `explain`: what the filters removed and why.
+    pub removed: Vec<(Idx, String, &'static str)>,
+    /// With `explain`: each stage's scores and ranks.
+    pub trace: Vec<StageScore>,
+}
 
+/// Newest catalog entries the fallback may scan when the popular list runs out.
 const FALLBACK_SCAN: usize = 20_000;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Output of the CPU stage.
-struct Ranked {
-    items: Vec<Candidate>,
-    reasons: Vec<Reason>,
-    degraded: Vec<String>,
-    timings: Vec<(&'static str, f64)>,
-    removed: Vec<(Idx, String, &'static str)>,
-    features: Option<FeatureBlock>,
+/// Output of the CPU stage: the final list and its explanations.
+#[derive(Debug)]
+pub struct Ranked {
+    pub items: Vec<Candidate>,
+    pub reasons: Vec<Reason>,
+    pub degraded: Vec<String>,
+    /// Milliseconds per step, in order.
+    pub timings: Vec<(&'static str, f64)>,
+    pub removed: Vec<(Idx, String, &'static str)>,
+    pub features: Option<FeatureBlock>,
+    pub trace: Vec<StageScore>,
 }
 
 impl Pipeline {
@@ -188,12 +206,27 @@ impl Pipeline {
                         timings: Vec::new(),
                         removed: Vec::new(),
                         features: None,
+                        trace: Vec::new(),
                     },
                 }
             }
         };
         degraded.extend(ranked.degraded);
         timings.extend(ranked.timings);
+        let filters_passed = self
+            .filters
+            .iter()
+            .map(|f| f.name())
+            // A filter skipped or failed open did not check these items.
+            .filter(|f| {
+                !degraded.iter().any(|d| {
+                    d.strip_prefix("filter:")
+                        .and_then(|r| r.strip_prefix(*f))
+                        .is_some_and(|r| r == ":skipped" || r == ":error")
+                })
+            })
+            .map(str::to_string)
+            .collect();
         for d in &degraded {
             metrics::counter!("cascade_degraded_total", "surface" => surface.clone(), "what" => d.clone())
                 .increment(1);
@@ -207,6 +240,8 @@ impl Pipeline {
             timings,
             removed: ranked.removed,
             features: ranked.features,
+            trace: ranked.trace,
+            filters_passed,
         };
         let t = Instant::now();
         for s in &self.side_effects {
@@ -238,7 +273,7 @@ impl Pipeline {
             .pool
             .run(move || {
                 let (mut d, mut t, mut r) = (Vec::new(), Vec::new(), Vec::new());
-                this.prepare(&job_ctx, cands, &mut d, &mut t, &mut r)
+                this.prepare(&job_ctx, cands, &mut d, &mut t, &mut r, &mut Vec::new())
             })
             .await
             .ok()?;
@@ -260,14 +295,36 @@ impl Pipeline {
     /// The ranking stage on the calling thread: filters, budget, hydration, the pre-ranker's
     /// cut and the heavy scorers (see [`RankStage`]).
     pub fn rank_stage(&self, ctx: &RequestCtx, cands: Candidates) -> RankStage {
-        let (mut degraded, mut timings, mut removed) =
-            (Vec::new(), Vec::with_capacity(8), Vec::new());
-        let mut cands = self.prepare(ctx, cands, &mut degraded, &mut timings, &mut removed);
+        let (mut degraded, mut timings, mut removed, mut trace) =
+            (Vec::new(), Vec::with_capacity(8), Vec::new(), Vec::new());
+        let mut cands = self.prepare(
+            ctx,
+            cands,
+            &mut degraded,
+            &mut timings,
+            &mut removed,
+            &mut trace,
+        );
         let t = Instant::now();
         let mut scores = vec![0f32; cands.items.len()];
-        self.run_scorers(ctx, &self.scorers, &mut cands, &mut scores, &mut degraded);
+        if ctx.query.explain {
+            // One scorer at a time, recording each one's scores and ranks.
+            for s in &self.scorers {
+                let one = std::slice::from_ref(s);
+                self.run_scorers(ctx, one, &mut cands, &mut scores, &mut degraded);
+                record_stage(&cands.items, s.name(), &mut trace);
+            }
+        } else {
+            self.run_scorers(ctx, &self.scorers, &mut cands, &mut scores, &mut degraded);
+        }
         timings.push(("score", ms(t.elapsed())));
-        (cands, degraded, timings, removed)
+        RankStage {
+            cands,
+            degraded,
+            timings,
+            removed,
+            trace,
+        }
     }
 
     /// The given items (what a past response showed) as the heavy ranker would have seen them
@@ -449,6 +506,8 @@ impl Pipeline {
             timings,
             removed: Vec::new(),
             features: None,
+            trace: Vec::new(),
+            filters_passed: Vec::new(),
         }
     }
 
@@ -547,7 +606,21 @@ impl Pipeline {
     /// The CPU stage: filters → budget → hydration → pre-ranker cut → scorers → selectors →
     /// fallback → explanations.
     fn rank(&self, ctx: &RequestCtx, cands: Candidates) -> Ranked {
-        let (mut cands, mut degraded, mut timings, mut removed) = self.rank_stage(ctx, cands);
+        let stage = self.rank_stage(ctx, cands);
+        self.policy_stage(ctx, stage)
+    }
+
+    /// After ranking: selectors (ordering, exploration, pins, diversity, sponsored limits),
+    /// padding through the filters when the list runs short, and explanations. Benchmarks
+    /// time it on the output of [`Pipeline::rank_stage`].
+    pub fn policy_stage(&self, ctx: &RequestCtx, stage: RankStage) -> Ranked {
+        let RankStage {
+            mut cands,
+            mut degraded,
+            mut timings,
+            mut removed,
+            trace,
+        } = stage;
         let t = Instant::now();
         for s in &self.selectors {
             if let Err(e) = s.select(ctx, &mut cands) {
@@ -586,6 +659,7 @@ impl Pipeline {
             timings,
             removed,
             features: None,
+            trace,
         };
         let t = Instant::now();
         out.reasons = self.explain(ctx, &out);
@@ -604,19 +678,36 @@ impl Pipeline {
         degraded: &mut Vec<String>,
         timings: &mut Vec<(&'static str, f64)>,
         removed: &mut Vec<(Idx, String, &'static str)>,
+        trace: &mut Vec<StageScore>,
     ) -> Candidates {
         // Filters first (they need no features), then the candidate budget, so the budget is
         // spent on candidates that may be shown and hydration only touches those.
         let t = Instant::now();
         self.run_filters(ctx, &mut cands, degraded, removed, true);
+        timings.push(("filter", ms(t.elapsed())));
+        let t = Instant::now();
+        let protected = self.protected_mask();
         if cands.items.len() > self.candidate_budget {
-            // Best rank in any source first, so every source keeps its top candidates.
+            // Protected sources' candidates, then best rank in any source, so every source
+            // keeps its top candidates.
             let best_rank =
                 |c: &Candidate| c.source_ranks.iter().copied().min().unwrap_or(u16::MAX);
-            cands.items.sort_by_key(|c| (best_rank(c), c.item));
-            cands.items.truncate(self.candidate_budget);
+            let key = |c: &Candidate| (c.sources & protected == 0, best_rank(c), c.item);
+            let keep = self.candidate_budget.max(
+                cands
+                    .items
+                    .iter()
+                    .filter(|c| c.sources & protected != 0)
+                    .count(),
+            );
+            // Only which candidates stay matters (later stages order them): a selection,
+            // not a sort.
+            if keep < cands.items.len() {
+                cands.items.select_nth_unstable_by_key(keep, key);
+                cands.items.truncate(keep);
+            }
         }
-        timings.push(("filter", ms(t.elapsed())));
+        timings.push(("budget", ms(t.elapsed())));
 
         let t = Instant::now();
         self.hydrate(ctx, &mut cands, degraded);
@@ -633,11 +724,20 @@ impl Pipeline {
                 &mut scores,
                 degraded,
             );
+            cands
+                .items
+                .sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+            if ctx.query.explain {
+                record_stage(&cands.items, "prerank", trace);
+            }
             if cands.items.len() > self.prerank_keep {
-                cands
-                    .items
-                    .sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
-                cands.items.truncate(self.prerank_keep);
+                // Protected candidates below the cut go on too.
+                let mut k = 0;
+                let keep = self.prerank_keep;
+                cands.items.retain(|c| {
+                    k += 1;
+                    k <= keep || c.sources & protected != 0
+                });
             }
             timings.push(("prerank", ms(t.elapsed())));
         }
@@ -700,6 +800,16 @@ impl Pipeline {
         }
     }
 
+    /// Source bits whose candidates are protected from the budget and the cut.
+    fn protected_mask(&self) -> u16 {
+        self.sources
+            .iter()
+            .enumerate()
+            .take(MAX_SOURCES)
+            .filter(|(_, s)| s.protected)
+            .fold(0, |m, (i, _)| m | (1 << i))
+    }
+
     fn explain(&self, ctx: &RequestCtx, r: &Ranked) -> Vec<Reason> {
         r.items
             .iter()
@@ -743,6 +853,7 @@ impl Pipeline {
                 if have.binary_search(&item).is_err() {
                     let mut c = Candidate::new(item);
                     c.score = floor - 1.0 + s * 0.5;
+                    c.placed = Placement::Fallback;
                     extra.items.push(c);
                 }
             }
@@ -781,6 +892,7 @@ impl Pipeline {
             timings: Vec::new(),
             removed,
             features: None,
+            trace: Vec::new(),
         };
         out.reasons = self.explain(ctx, &out);
         out
@@ -791,4 +903,23 @@ impl From<crate::cpu::CpuError> for ComponentError {
     fn from(e: crate::cpu::CpuError) -> Self {
         ComponentError::Failed(e.to_string())
     }
+}
+
+/// Appends each candidate's score and rank (by score, best first) under `stage`.
+fn record_stage(items: &[Candidate], stage: &str, trace: &mut Vec<StageScore>) {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        items[b]
+            .score
+            .total_cmp(&items[a].score)
+            .then(items[a].item.cmp(&items[b].item))
+    });
+    let of = items.len() as u32;
+    trace.extend(order.iter().enumerate().map(|(rank, &k)| StageScore {
+        item: items[k].item,
+        stage: stage.to_string(),
+        score: items[k].score,
+        rank: rank as u32,
+        of,
+    }));
 }

@@ -12,11 +12,13 @@ mod executor;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use candidate::{Candidate, Candidates, FeatureBlock, Hit, MAX_SOURCES, Reason, Removal};
+pub use candidate::{
+    Candidate, Candidates, FeatureBlock, Hit, MAX_SOURCES, Placement, Reason, Removal, StageScore,
+};
 pub use component::{
     CandidateSource, ComponentError, Explainer, FailMode, Filter, Hydrator, Scorer, Selector,
     SideEffect,
 };
 pub use context::{Env, Query, RequestContext, RequestCtx};
 pub use cpu::CpuPool;
-pub use executor::{Pipeline, PipelineResult, SourceSlot, StageBudgets};
+pub use executor::{Pipeline, PipelineResult, RankStage, Ranked, SourceSlot, StageBudgets};

@@ -36,6 +36,7 @@ pub fn event(kind: EventKind, user: &str, n: u32, ts_s: i64) -> Event {
         request_id: None,
         surface: None,
         position: None,
+        propensity: None,
     }
 }
 

@@ -42,6 +42,7 @@ fn env(items: usize) -> Env {
                 request_id: None,
                 surface: None,
                 position: None,
+                propensity: None,
             })
         })
         .collect();
@@ -195,6 +196,7 @@ fn pipeline(
                 source,
                 limit: 100,
                 timeout: Duration::from_millis(30),
+                protected: false,
             })
             .collect(),
         candidate_budget: candidates,

@@ -1,7 +1,7 @@
 //! Plain-language reasons built from the pipeline's own trace, with rewordable templates.
 
 use cascade_core::{EventKind, NONE_IDX};
-use cascade_pipeline::{Candidate, Explainer, Reason, RequestCtx, SourceSlot};
+use cascade_pipeline::{Candidate, Explainer, Placement, Reason, RequestCtx, SourceSlot};
 use serde::{Deserialize, Serialize};
 
 /// Sentence templates; `{title}` is the seed item's title, `{category}` the item's first
@@ -23,6 +23,8 @@ pub struct ReasonTemplates {
     pub editorial: String,
     /// `{title}` is the editorial list's title.
     pub editorial_titled: String,
+    /// An exploration slot.
+    pub exploring: String,
 }
 
 impl Default for ReasonTemplates {
@@ -40,6 +42,7 @@ impl Default for ReasonTemplates {
             picked_for_you: "Picked for you from what you watch".into(),
             editorial: "Picked by our editors".into(),
             editorial_titled: "From our editors: {title}".into(),
+            exploring: "Something different we think you might like".into(),
         }
     }
 }
@@ -58,6 +61,28 @@ impl TemplateExplainer {
     }
 }
 
+impl TemplateExplainer {
+    /// An editorial pick, titled by the active list that holds it.
+    fn editorial(&self, g: &cascade_features::Inner, ctx: &RequestCtx, cand: &Candidate) -> Reason {
+        let t = &self.templates;
+        let now = ctx.query.now;
+        let id = g.item_id(cand.item);
+        let title = g
+            .editorial
+            .values()
+            .filter(|l| l.is_active(&ctx.query.surface, now))
+            .find(|l| !l.title.is_empty() && l.items.iter().any(|i| i == id))
+            .map(|l| l.title.as_str());
+        Reason {
+            code: "editorial_pick",
+            text: match title {
+                Some(title) => t.editorial_titled.replace("{title}", title),
+                None => t.editorial.clone(),
+            },
+        }
+    }
+}
+
 impl Explainer for TemplateExplainer {
     fn explain(&self, ctx: &RequestCtx, cand: &Candidate, sources: &[SourceSlot]) -> Reason {
         let g = ctx.state.read();
@@ -69,7 +94,28 @@ impl Explainer for TemplateExplainer {
             })
         };
         let t = &self.templates;
-        // Personal reasons first: a followed creator, then the user's own history.
+        // A policy rule that placed the item explains it first.
+        match cand.placed {
+            Placement::Exploring => {
+                return Reason {
+                    code: "exploring",
+                    text: t.exploring.clone(),
+                };
+            }
+            Placement::NewItem => {
+                let text = match Self::category(&g, cand.item) {
+                    Some(cat) => t.new_for_you.replace("{category}", cat),
+                    None => t.new_plain.clone(),
+                };
+                return Reason {
+                    code: "new_for_you",
+                    text,
+                };
+            }
+            Placement::Pinned => return self.editorial(&g, ctx, cand),
+            _ => {}
+        }
+        // Personal reasons next: a followed creator, then the user's own history.
         if from("from_followed_creator") {
             let creator = g.hot(cand.item).creator;
             if let Some(name) = g.creators.name(creator) {
@@ -101,21 +147,7 @@ impl Explainer for TemplateExplainer {
             };
         }
         if from("editorial_pick") {
-            let now = ctx.query.now;
-            let id = g.item_id(cand.item);
-            let title = g
-                .editorial
-                .values()
-                .filter(|l| l.is_active(&ctx.query.surface, now))
-                .find(|l| !l.title.is_empty() && l.items.iter().any(|i| i == id))
-                .map(|l| l.title.as_str());
-            return Reason {
-                code: "editorial_pick",
-                text: match title {
-                    Some(title) => t.editorial_titled.replace("{title}", title),
-                    None => t.editorial.clone(),
-                },
-            };
+            return self.editorial(&g, ctx, cand);
         }
         if from("picked_for_you") {
             return Reason {

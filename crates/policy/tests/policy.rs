@@ -109,7 +109,7 @@ fn seen_filter_respects_now_session_and_exclude() {
 }
 
 #[test]
-fn top_score_orders_and_truncates() {
+fn top_score_orders_by_score_ties_by_item() {
     let env = world((0..6).map(|n| item(n, "A", "c")).collect(), vec![], vec![]);
     let mut c = cands(&[0, 1, 2, 3, 4, 5]);
     for (cand, s) in c.items.iter_mut().zip([0.1, 0.9, 0.5, 0.9, 0.2, 0.0]) {
@@ -118,8 +118,9 @@ fn top_score_orders_and_truncates() {
     TopScore
         .select(&ctx(&env, query("u", 3, 10)), &mut c)
         .expect("ok");
+    // The executor keeps the first `n`; selectors after this one still see the rest.
     let got: Vec<u32> = c.items.iter().map(|c| c.item).collect();
-    assert_eq!(got, vec![1, 3, 2]);
+    assert_eq!(got, vec![1, 3, 2, 4, 0, 5]);
 }
 
 #[test]
@@ -137,6 +138,7 @@ fn explanations_name_the_real_seed_and_category() {
         source,
         limit: 10,
         timeout: Duration::from_millis(10),
+        protected: false,
     }];
     let c = ctx(&env, query("u", 5, 100));
     let seeded = |seed| {
@@ -174,6 +176,7 @@ fn explanations_for_follows_and_trending_name_creator_and_category() {
         source,
         limit: 10,
         timeout: Duration::from_millis(10),
+        protected: false,
     };
     let slots = vec![
         slot(Arc::new(TrendingSource)),

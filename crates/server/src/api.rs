@@ -456,6 +456,9 @@ pub struct RecommendBody {
     pub exclude: Vec<String>,
     #[serde(default)]
     pub explain: bool,
+    /// The caller's id for this request (a new one when absent): it attributes the logged
+    /// impressions and seeds exploration, so the same id replays the same draws.
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -480,6 +483,9 @@ pub struct RecommendedItem {
     pub rank: usize,
     pub score: f32,
     pub sources: Vec<String>,
+    /// The policy rule that gave the item its slot: `ranked`, `pinned`, `exploring`,
+    /// `new_item` or `fallback`.
+    pub placed_by: String,
     pub reason: ReasonOut,
     /// With `explain=true`: per-source scores and ranks, the seed item and features.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -560,8 +566,11 @@ async fn recommend(
         Some(t) => (t.millis(), true),
         None => (now_millis(), false),
     };
+    if let Some(id) = &body.request_id {
+        cascade_core::types::check_id("request_id", id).map_err(ApiError::from)?;
+    }
     let query = cascade_pipeline::Query {
-        request_id: request_id(),
+        request_id: body.request_id.unwrap_or_else(request_id),
         surface: surface.clone(),
         user_id: body.user_id,
         n,
@@ -583,6 +592,32 @@ async fn recommend(
 /// Turns the pipeline's result into the API response (item ids, names of sources, reasons).
 fn render(r: &PipelineResult) -> Recommendations {
     let q = &r.ctx.query;
+    // The ranker's strongest feature contributions per item (explain only): items the
+    // ranker scored have a hydrated row; padding does not.
+    let attributions: Option<Vec<Option<cascade_ranking::Attribution>>> = q.explain.then(|| {
+        let (Some(model), Some(block)) = (r.ctx.models.ranker.as_deref(), r.features.as_ref())
+        else {
+            return vec![None; r.items.len()];
+        };
+        let scored: Vec<bool> = r
+            .items
+            .iter()
+            .map(|c| {
+                r.trace
+                    .iter()
+                    .any(|t| t.item == c.item && t.stage == "gbdt")
+            })
+            .collect();
+        let rows: Vec<u32> = r.items.iter().map(|c| c.row).collect();
+        match cascade_ranking::attributions(model, block, &rows, 8) {
+            Some(a) => a
+                .into_iter()
+                .zip(scored)
+                .map(|(a, s)| s.then_some(a))
+                .collect(),
+            None => vec![None; r.items.len()],
+        }
+    });
     let g = r.ctx.state.read();
     let items = r
         .items
@@ -613,9 +648,27 @@ fn render(r: &PipelineResult) -> Recommendations {
                             .collect()
                     })
                     .unwrap_or_default();
+                let stages: Vec<serde_json::Value> = r
+                    .trace
+                    .iter()
+                    .filter(|t| t.item == c.item)
+                    .map(|t| serde_json::json!({"stage": t.stage, "score": t.score, "rank": t.rank, "of": t.of}))
+                    .collect();
+                let ranker = attributions.as_ref().and_then(|a| a.get(i)).and_then(Option::as_ref).map(|a| {
+                    serde_json::json!({
+                        "bias": a.bias,
+                        "other": a.other,
+                        "contributions": a.top.iter().map(|(f, v)| serde_json::json!({"feature": f, "value": v})).collect::<Vec<_>>(),
+                    })
+                });
                 serde_json::json!({
                     "sources": per_source,
                     "seed_item_id": (c.seed != cascade_core::NONE_IDX).then(|| g.item_id(c.seed)),
+                    "stages": stages,
+                    "ranker": ranker,
+                    "filters_passed": r.filters_passed,
+                    "placed_by": c.placed.as_str(),
+                    "propensity": c.propensity,
                     "features": features,
                 })
             });
@@ -624,6 +677,7 @@ fn render(r: &PipelineResult) -> Recommendations {
                 rank: i + 1,
                 score: c.score,
                 sources,
+                placed_by: c.placed.as_str().to_string(),
                 reason: ReasonOut { code: reason.code.to_string(), text: reason.text.clone() },
                 explain,
             }
@@ -712,6 +766,7 @@ async fn get_recommendations(
         session_item_ids: Vec::new(),
         exclude: Vec::new(),
         explain: q.explain.unwrap_or(false),
+        request_id: None,
     };
     recommend(&s, surface, body).await
 }

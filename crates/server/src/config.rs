@@ -179,6 +179,16 @@ pub struct SurfaceConfig {
     pub frequency_cap: cascade_policy::FrequencyCapConfig,
     /// Parameters of the `diversity` selector.
     pub diversity: cascade_policy::DiversityConfig,
+    /// Parameters of the `mmr` selector.
+    pub mmr: cascade_policy::MmrConfig,
+    /// Parameters of the `exploration` selector.
+    pub exploration: cascade_policy::ExplorationConfig,
+    /// Parameters of the `sponsored` selector.
+    pub sponsored: cascade_policy::SponsoredConfig,
+    /// What the `blocklist` filter removes on this surface.
+    pub blocklist: cascade_policy::BlocklistConfig,
+    /// Boosts (positive `add`) and demotions (negative) applied after the ranker.
+    pub boosts: Vec<cascade_policy::BoostRule>,
     pub side_effects: Vec<SideEffectKind>,
     pub reasons: ReasonTemplates,
     /// Pad short lists from the popular list (then the newest items) through the filters.
@@ -203,6 +213,10 @@ pub struct SourceConfig {
     /// Parameters of the `embedding` source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<EmbeddingConfig>,
+    /// Its candidates skip the candidate budget and the pre-ranker's cut (default: true for
+    /// `editorial` and `fresh`, which the pinned and exploration rules draw on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
 }
 
 impl SourceConfig {
@@ -215,6 +229,7 @@ impl SourceConfig {
             similar: None,
             fresh: None,
             embedding: None,
+            protected: None,
         }
     }
 }
@@ -256,6 +271,8 @@ pub enum FilterKind {
     Seen,
     /// Impression caps per user and item (`frequency_cap` parameters).
     FrequencyCap,
+    /// The surface's `blocklist` (fail closed).
+    Blocklist,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +282,15 @@ pub enum SelectorKind {
     /// Category and creator caps in every window (`diversity` parameters); replaces
     /// `top_score`.
     Diversity,
+    /// Maximal marginal relevance on item embeddings (`mmr` parameters); replaces
+    /// `top_score`.
+    Mmr,
+    /// Exploration slots by Thompson sampling (`exploration` parameters); after `top_score`.
+    Exploration,
+    /// Pinned editorial slots (editorial lists with a `pin` position).
+    Pinned,
+    /// Sponsored-slot limits (`sponsored` parameters); must come last.
+    Sponsored,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,10 +397,20 @@ impl Default for SurfaceConfig {
                 HydratorKind::UserItem,
                 HydratorKind::Context,
             ],
-            filters: vec![FilterKind::Safety, FilterKind::Seen],
+            filters: vec![FilterKind::Safety, FilterKind::Blocklist, FilterKind::Seen],
             scorer: BlendConfig::default(),
-            selectors: vec![SelectorKind::TopScore],
+            selectors: vec![
+                SelectorKind::TopScore,
+                SelectorKind::Exploration,
+                SelectorKind::Pinned,
+                SelectorKind::Sponsored,
+            ],
             diversity: cascade_policy::DiversityConfig::default(),
+            mmr: cascade_policy::MmrConfig::default(),
+            exploration: cascade_policy::ExplorationConfig::default(),
+            sponsored: cascade_policy::SponsoredConfig::default(),
+            blocklist: cascade_policy::BlocklistConfig::default(),
+            boosts: Vec::new(),
             frequency_cap: cascade_policy::FrequencyCapConfig::default(),
             side_effects: vec![SideEffectKind::Impressions],
             reasons: ReasonTemplates::default(),
@@ -500,6 +536,35 @@ impl Config {
             if let Err(e) = s.diversity.validate() {
                 return bad(&k("diversity"), &e);
             }
+            if let Err(e) = s.mmr.validate() {
+                return bad(&k("mmr"), &e);
+            }
+            if let Err(e) = s.exploration.validate() {
+                return bad(&k("exploration"), &e);
+            }
+            for r in &s.boosts {
+                if let Err(e) = r.validate() {
+                    return bad(&k("boosts"), &e);
+                }
+            }
+            // Order matters: rules that lock slots run after the score order is set and
+            // before the selectors that keep them; sponsored limits see the final order.
+            let at = |kind: SelectorKind| s.selectors.iter().position(|&x| x == kind);
+            if let Some(p) = at(SelectorKind::Sponsored)
+                && p + 1 != s.selectors.len()
+            {
+                return bad(&k("selectors"), "`sponsored` must be the last selector");
+            }
+            for lock in [SelectorKind::Exploration, SelectorKind::Pinned] {
+                if let (Some(l), Some(t)) = (at(lock), at(SelectorKind::TopScore))
+                    && l < t
+                {
+                    return bad(
+                        &k("selectors"),
+                        "`exploration` and `pinned` must come after `top_score`",
+                    );
+                }
+            }
             if s.prerank_keep == 0 {
                 return bad(&k("prerank_keep"), "must be positive");
             }
@@ -523,6 +588,43 @@ mod tests {
         let c = Config::default();
         c.validate().expect("valid");
         assert!(c.surfaces.contains_key("home") && c.surfaces.contains_key("feed"));
+    }
+
+    #[test]
+    fn policy_settings_are_validated_naming_the_key() {
+        let bad = |f: &dyn Fn(&mut SurfaceConfig)| {
+            let mut c = Config::default();
+            f(c.surfaces.get_mut("home").expect("home"));
+            c.validate().expect_err("invalid").to_string()
+        };
+        let e = bad(&|s| {
+            s.selectors = vec![
+                SelectorKind::TopScore,
+                SelectorKind::Sponsored,
+                SelectorKind::Pinned,
+            ]
+        });
+        assert!(
+            e.contains("surfaces.home.selectors") && e.contains("last"),
+            "{e}"
+        );
+        let e = bad(&|s| s.selectors = vec![SelectorKind::Exploration, SelectorKind::TopScore]);
+        assert!(e.contains("surfaces.home.selectors"), "{e}");
+        let e = bad(&|s| s.exploration.share = 0.9);
+        assert!(e.contains("surfaces.home.exploration"), "{e}");
+        let e = bad(&|s| s.mmr.lambda = 2.0);
+        assert!(e.contains("surfaces.home.mmr"), "{e}");
+        let e = bad(&|s| {
+            s.boosts = vec![cascade_policy::BoostRule {
+                name: "nothing".into(),
+                add: 1.0,
+                ..Default::default()
+            }]
+        });
+        assert!(
+            e.contains("surfaces.home.boosts") && e.contains("nothing"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -597,7 +699,10 @@ mod readme {
             let f = dir.path().join("cascade.toml");
             std::fs::write(&f, &readme[start..start + len]).expect("write");
             let c = Config::load(Some(&f)).expect("README config loads");
-            assert_eq!(c.surfaces["home"].sources.len(), 2);
+            let home = &c.surfaces["home"];
+            assert_eq!(home.sources.len(), 4);
+            assert_eq!(home.boosts.len(), 2);
+            assert_eq!(home.selectors.last(), Some(&SelectorKind::Sponsored));
             assert!(c.surfaces.contains_key("feed"));
             Ok(())
         });

@@ -18,7 +18,8 @@ use cascade_pipeline::{
     RequestCtx, Scorer, Selector, SideEffect, SourceSlot, StageBudgets,
 };
 use cascade_policy::{
-    FrequencyCap, SafetyFilter, SeenFilter, TemplateExplainer, TopScore, WindowDiversity,
+    Blocklist, Boosts, Exploration, FrequencyCap, Mmr, PinnedSlots, SafetyFilter, SeenFilter,
+    SponsoredLimit, TemplateExplainer, TopScore, WindowDiversity,
 };
 use cascade_ranking::{
     BlendScorer, ContextHydrator, GbdtScorer, ItemHydrator, RetrievalHydrator, UserHydrator,
@@ -600,6 +601,9 @@ pub fn build_pipeline(
                 source,
                 limit: sc.limit,
                 timeout: Duration::from_millis(sc.timeout_ms),
+                protected: sc
+                    .protected
+                    .unwrap_or(matches!(sc.kind, SourceKind::Editorial | SourceKind::Fresh)),
             }
         })
         .collect();
@@ -632,9 +636,17 @@ pub fn build_pipeline(
                 FilterKind::FrequencyCap => Arc::new(FrequencyCap {
                     config: s.frequency_cap,
                 }),
+                FilterKind::Blocklist => Arc::new(Blocklist {
+                    config: s.blocklist.clone(),
+                }),
             }
         })
         .collect();
+    // Diversity and MMR keep the sponsored limits while they fill, when the surface has them.
+    let sponsored = s
+        .selectors
+        .contains(&SelectorKind::Sponsored)
+        .then_some(s.sponsored);
     let selectors: Vec<Arc<dyn Selector>> = s
         .selectors
         .iter()
@@ -643,6 +655,18 @@ pub fn build_pipeline(
                 SelectorKind::TopScore => Arc::new(TopScore),
                 SelectorKind::Diversity => Arc::new(WindowDiversity {
                     config: s.diversity,
+                    sponsored,
+                }),
+                SelectorKind::Mmr => Arc::new(Mmr {
+                    config: s.mmr,
+                    sponsored,
+                }),
+                SelectorKind::Exploration => Arc::new(Exploration {
+                    config: s.exploration,
+                }),
+                SelectorKind::Pinned => Arc::new(PinnedSlots),
+                SelectorKind::Sponsored => Arc::new(SponsoredLimit {
+                    config: s.sponsored,
                 }),
             }
         })
@@ -661,6 +685,11 @@ pub fn build_pipeline(
     let mut scorers: Vec<Arc<dyn Scorer>> = Vec::new();
     if s.heavy_ranker {
         scorers.push(Arc::new(GbdtScorer::default()));
+    }
+    if !s.boosts.is_empty() {
+        scorers.push(Arc::new(Boosts {
+            rules: s.boosts.clone(),
+        }));
     }
     Ok(Pipeline {
         surface: surface.to_string(),
@@ -717,6 +746,7 @@ impl SideEffect for ImpressionLogger {
                     request_id: Some(q.request_id.clone()),
                     surface: Some(q.surface.clone()),
                     position: Some(pos as u32),
+                    propensity: Some(c.propensity),
                 })
                 .collect()
         };

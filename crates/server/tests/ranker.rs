@@ -61,6 +61,7 @@ fn world() -> Vec<Mutation> {
                 request_id: None,
                 surface: None,
                 position: None,
+                propensity: None,
             });
         }
     }
@@ -198,6 +199,7 @@ fn served_world() -> (Vec<Mutation>, Vec<Event>) {
         request_id: rid,
         surface: Some("home".into()),
         position: pos,
+        propensity: None,
     };
     for round in 0..10u32 {
         for u in 0..100u32 {

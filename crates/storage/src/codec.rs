@@ -8,13 +8,46 @@ use crate::{Result, StorageError};
 use cascade_core::{EditorialList, Event, Item, ItemPatch, Mutation, User};
 use serde::{Deserialize, Serialize};
 
+/// Events before impressions carried a propensity; still read, never written.
 const EVENTS_V1: u8 = 1;
+const EVENTS_V2: u8 = 8;
 const UPSERT_ITEMS_V1: u8 = 2;
 const PATCH_ITEM_V1: u8 = 3;
 const DELETE_ITEM_V1: u8 = 4;
 const UPSERT_USERS_V1: u8 = 5;
 const UPSERT_EDITORIAL_V1: u8 = 6;
 const DELETE_EDITORIAL_V1: u8 = 7;
+
+/// The event layout written under [`EVENTS_V1`].
+#[derive(Serialize, Deserialize)]
+struct EventV1 {
+    kind: cascade_core::EventKind,
+    user_id: String,
+    target: cascade_core::Target,
+    value: f32,
+    fraction: Option<f32>,
+    ts: cascade_core::Millis,
+    request_id: Option<String>,
+    surface: Option<String>,
+    position: Option<u32>,
+}
+
+impl From<EventV1> for Event {
+    fn from(e: EventV1) -> Self {
+        Event {
+            kind: e.kind,
+            user_id: e.user_id,
+            target: e.target,
+            value: e.value,
+            fraction: e.fraction,
+            ts: e.ts,
+            request_id: e.request_id,
+            surface: e.surface,
+            position: e.position,
+            propensity: None,
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct Patch {
@@ -31,7 +64,7 @@ fn json<T: Serialize>(kind: u8, v: &T, out: &mut Vec<u8>) -> Result<()> {
 pub(crate) fn encode(m: &Mutation, out: &mut Vec<u8>) -> Result<()> {
     match m {
         Mutation::Events(evs) => {
-            out.push(EVENTS_V1);
+            out.push(EVENTS_V2);
             let bytes = postcard::to_extend(evs, std::mem::take(out))
                 .map_err(|e| StorageError::Encode(e.to_string()))?;
             *out = bytes;
@@ -58,9 +91,16 @@ pub(crate) fn encode(m: &Mutation, out: &mut Vec<u8>) -> Result<()> {
 pub(crate) fn decode(payload: &[u8]) -> std::result::Result<Mutation, String> {
     let (&kind, body) = payload.split_first().ok_or("empty record")?;
     let m = match kind {
-        EVENTS_V1 => {
+        EVENTS_V2 => {
             Mutation::Events(postcard::from_bytes::<Vec<Event>>(body).map_err(|e| e.to_string())?)
         }
+        EVENTS_V1 => Mutation::Events(
+            postcard::from_bytes::<Vec<EventV1>>(body)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(Event::from)
+                .collect(),
+        ),
         UPSERT_ITEMS_V1 => Mutation::UpsertItems(
             serde_json::from_slice::<Vec<Item>>(body).map_err(|e| e.to_string())?,
         ),
@@ -86,4 +126,49 @@ pub(crate) fn decode(payload: &[u8]) -> std::result::Result<Mutation, String> {
         k => return Err(format!("unknown record kind {k}")),
     };
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cascade_core::{EventKind, Target};
+
+    fn v1() -> EventV1 {
+        EventV1 {
+            kind: EventKind::Impression,
+            user_id: "u1".into(),
+            target: Target::Item("i9".into()),
+            value: 1.0,
+            fraction: None,
+            ts: 1_700_000_000_000,
+            request_id: Some("r1".into()),
+            surface: Some("home".into()),
+            position: Some(3),
+        }
+    }
+
+    #[test]
+    fn events_written_before_propensities_still_decode() {
+        let mut payload = vec![EVENTS_V1];
+        payload.extend(postcard::to_allocvec(&vec![v1()]).expect("encode"));
+        let Mutation::Events(evs) = decode(&payload).expect("decode") else {
+            panic!("not events");
+        };
+        assert_eq!(evs, vec![Event::from(v1())]);
+        assert_eq!(evs[0].position, Some(3));
+        assert_eq!(evs[0].propensity, None);
+    }
+
+    #[test]
+    fn propensity_round_trips() {
+        let mut e = Event::from(v1());
+        e.propensity = Some(0.25);
+        let mut out = Vec::new();
+        encode(&Mutation::Events(vec![e.clone()]), &mut out).expect("encode");
+        assert_eq!(out[0], EVENTS_V2);
+        let Mutation::Events(evs) = decode(&out).expect("decode") else {
+            panic!("not events");
+        };
+        assert_eq!(evs, vec![e]);
+    }
 }

@@ -384,6 +384,7 @@ mod tests {
                     request_id: None,
                     surface: None,
                     position: Some(i as u32),
+                    propensity: None,
                 })
                 .collect(),
         )

@@ -245,6 +245,7 @@ mod tests {
             request_id: None,
             surface: None,
             position: None,
+            propensity: None,
         }])
     }
 
