@@ -88,6 +88,15 @@ impl ModelStore {
         self.store(next);
     }
 
+    /// Removes the ranker (a model refused after loading, or a chaos test of a missing one):
+    /// surfaces fall back to the pre-ranker's order until one is published.
+    pub fn remove_ranker(&self) {
+        let _one_at_a_time = self.publishing.lock();
+        let mut next = self.load().clone_shallow();
+        next.ranker = None;
+        self.store(next);
+    }
+
     /// Replaces only the popular lists, keeping the other artifacts (read and replaced under
     /// the publishing lock, so a concurrent full publish is never undone).
     pub fn publish_popular(&self, popular: PopularLists) {

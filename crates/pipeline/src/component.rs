@@ -38,6 +38,11 @@ pub trait CandidateSource: Send + Sync {
 /// fetches into the request before this stage, under its own deadline.
 pub trait Hydrator: Send + Sync {
     fn name(&self) -> &str;
+    /// Whether it reads the feature store (skipped when the store is down); hydrators of
+    /// request-local data (retrieval scores, context) say no.
+    fn needs_store(&self) -> bool {
+        true
+    }
     fn hydrate(&self, ctx: &RequestCtx, cands: &mut Candidates) -> Result<(), ComponentError>;
 }
 
@@ -54,6 +59,11 @@ pub trait Filter: Send + Sync {
 /// reorder by construction.
 pub trait Scorer: Send + Sync {
     fn name(&self) -> &str;
+    /// The dependency it calls, if any: the executor probes it under the surface's ranker
+    /// budget and skips the scorer when it is down (or when the feature store is).
+    fn dependency(&self) -> Option<crate::Dependency> {
+        None
+    }
     fn score(
         &self,
         ctx: &RequestCtx,
@@ -72,7 +82,8 @@ pub trait Selector: Send + Sync {
 /// return.
 pub trait SideEffect: Send + Sync {
     fn name(&self) -> &str;
-    fn run(&self, ctx: &RequestCtx, result: &PipelineResult);
+    /// A failure is named in the response's `degraded`; the response itself stands.
+    fn run(&self, ctx: &RequestCtx, result: &PipelineResult) -> Result<(), ComponentError>;
 }
 
 /// Says in plain language why each final item is there, from the pipeline's own trace:

@@ -5,9 +5,11 @@ use cascade_features::{State, UserView};
 use cascade_index::{ModelStore, Models, PopularLists};
 use serde::Deserialize;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::cpu::CpuPool;
+use crate::faults::Faults;
 
 /// The request's context as sent by the client.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -60,6 +62,8 @@ pub struct Env {
     /// How many items popular lists hold.
     pub popular_size: usize,
     pub popular_per_category: usize,
+    /// Injected dependency faults (chaos tests, game days).
+    pub faults: Arc<Faults>,
 }
 
 impl Env {
@@ -71,6 +75,7 @@ impl Env {
             pool,
             popular_size: 1000,
             popular_per_category: 200,
+            faults: Arc::default(),
         }
     }
 }
@@ -93,6 +98,12 @@ pub struct RequestCtx {
     pub live: bool,
     pub started: Instant,
     pub deadline: Instant,
+    pub faults: Arc<Faults>,
+    /// Set when the feature store did not answer in time: store-backed hydrators are
+    /// skipped (declared defaults) and so is the heavy ranker (pre-ranker only).
+    pub features_down: AtomicBool,
+    /// Set when the heavy ranker did not answer in time: the pre-ranker's order stands.
+    pub ranker_down: AtomicBool,
 }
 
 /// How many recent interactions are copied into the user view.
@@ -154,6 +165,9 @@ impl RequestCtx {
             live,
             started,
             deadline,
+            faults: env.faults.clone(),
+            features_down: AtomicBool::new(false),
+            ranker_down: AtomicBool::new(false),
         }
     }
 

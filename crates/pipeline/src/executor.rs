@@ -9,10 +9,12 @@ use crate::component::{
     SideEffect,
 };
 use crate::context::{Env, Query, RequestCtx};
+use crate::faults::{Dependency, Faults};
 use cascade_core::{Idx, NONE_IDX};
 use cascade_features::FeatureSchema;
 use futures::future::join_all;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -33,8 +35,10 @@ pub struct SourceSlot {
 pub struct StageBudgets {
     /// Whole request.
     pub total: Duration,
-    /// All hydrators together.
+    /// All hydrators together (and the feature store's answer).
     pub hydrate: Duration,
+    /// The heavy ranker's answer.
+    pub rank: Duration,
 }
 
 /// A surface's pipeline: the ordered, declarative list of its components.
@@ -156,8 +160,12 @@ impl Pipeline {
     async fn execute_inner(self: &Arc<Self>, env: &Env, query: Query) -> PipelineResult {
         let started = Instant::now();
         let deadline = started + self.budgets.total;
+        // The last rung (the popular list, filtered, built inline) must fit before the
+        // deadline too: every earlier stage ends this much sooner.
+        let reserve = (self.budgets.total / 10).max(Duration::from_millis(2));
+        let cpu_deadline = deadline.checked_sub(reserve).unwrap_or(started);
         let mut degraded = Vec::new();
-        let mut timings = Vec::with_capacity(8);
+        let mut timings = Vec::with_capacity(12);
         let surface = self.surface.clone();
         let Some((ctx, cands)) = self
             .gather(env, query, started, &mut degraded, &mut timings)
@@ -168,47 +176,57 @@ impl Pipeline {
             return self.empty_result(env, degraded, timings);
         };
 
+        // The remote dependencies of the CPU stage, probed concurrently under their budgets
+        // (the embedded store answers at once; injected faults fail or slow them).
+        let t = Instant::now();
+        let left = cpu_deadline.saturating_duration_since(t);
+        let needs_ranker = self
+            .scorers
+            .iter()
+            .any(|s| s.dependency() == Some(Dependency::Ranker));
+        let (features, ranker) = tokio::join!(
+            probe(
+                &env.faults,
+                Dependency::Features,
+                self.budgets.hydrate.min(left)
+            ),
+            async {
+                if needs_ranker {
+                    probe(&env.faults, Dependency::Ranker, self.budgets.rank.min(left)).await
+                } else {
+                    Ok(())
+                }
+            }
+        );
+        if let Err(what) = features {
+            ctx.features_down.store(true, Ordering::Relaxed);
+            degraded.push(format!("features:{what}"));
+        }
+        if let Err(what) = ranker {
+            ctx.ranker_down.store(true, Ordering::Relaxed);
+            degraded.push(format!("ranker:{what}"));
+        }
+        timings.push(("dependencies", ms(t.elapsed())));
+
         // Filters, hydration, ranking, selectors, fallback and explanations: one CPU job.
         let this = self.clone();
         let job_ctx = ctx.clone();
         let cpu = env.pool.run(move || this.rank(&job_ctx, cands));
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let remaining = cpu_deadline.saturating_duration_since(Instant::now());
         let ranked = match tokio::time::timeout(remaining, cpu).await {
-            Ok(Ok(r)) => Some(r),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "ranking stage failed");
-                degraded.push("stage:rank:error".into());
-                None
-            }
-            Err(_) => {
-                degraded.push("stage:rank:timeout".into());
-                None
-            }
-        };
-        let ranked = match ranked {
-            Some(r) => r,
-            None => {
-                // Last resort: the in-memory popular list, still through every filter.
-                let this = self.clone();
-                let job_ctx = ctx.clone();
-                // Bounded too: past the deadline only a short grace is left for the last rung.
-                let grace = (self.budgets.total / 4).max(Duration::from_millis(10));
-                let fallback = env.pool.run(move || this.fallback(&job_ctx));
-                match tokio::time::timeout(grace, fallback).await {
-                    Ok(Ok(r)) => r,
-                    outcome => Ranked {
-                        items: Vec::new(),
-                        reasons: Vec::new(),
-                        degraded: vec![match outcome {
-                            Err(_) => "fallback:popular:timeout".into(),
-                            _ => "fallback:popular:error".into(),
-                        }],
-                        timings: Vec::new(),
-                        removed: Vec::new(),
-                        features: None,
-                        trace: Vec::new(),
-                    },
-                }
+            Ok(Ok(r)) => r,
+            outcome => {
+                degraded.push(match outcome {
+                    Err(_) => "stage:rank:timeout".into(),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "ranking stage failed");
+                        "stage:rank:error".into()
+                    }
+                    Ok(Ok(_)) => "stage:rank:error".into(),
+                });
+                // Last rung: the in-memory popular list through every filter, built here
+                // rather than queued behind a busy pool (a few dozen items, microseconds).
+                self.fallback(&ctx)
             }
         };
         degraded.extend(ranked.degraded);
@@ -227,11 +245,7 @@ impl Pipeline {
             })
             .map(str::to_string)
             .collect();
-        for d in &degraded {
-            metrics::counter!("cascade_degraded_total", "surface" => surface.clone(), "what" => d.clone())
-                .increment(1);
-        }
-        let result = PipelineResult {
+        let mut result = PipelineResult {
             ctx,
             items: ranked.items,
             reasons: ranked.reasons,
@@ -245,10 +259,18 @@ impl Pipeline {
         };
         let t = Instant::now();
         for s in &self.side_effects {
-            s.run(&result.ctx, &result);
+            if let Err(e) = s.run(&result.ctx, &result) {
+                tracing::debug!(side_effect = s.name(), error = %e, "side effect failed");
+                result
+                    .degraded
+                    .push(format!("side_effect:{}:error", s.name()));
+            }
         }
-        let mut result = result;
         result.timings.push(("side_effects", ms(t.elapsed())));
+        for d in &result.degraded {
+            metrics::counter!("cascade_degraded_total", "surface" => surface.clone(), "what" => d.clone())
+                .increment(1);
+        }
         for &(stage, v) in &result.timings {
             metrics::histogram!("cascade_stage_seconds", "surface" => surface.clone(), "stage" => stage)
                 .record(v / 1e3);
@@ -394,6 +416,7 @@ impl Pipeline {
             let models = env.models.clone();
             let pool = env.pool.clone();
             let (ps, pc) = (env.popular_size, env.popular_per_category);
+            let faults = env.faults.clone();
             let built = env
                 .pool
                 .run(move || {
@@ -403,6 +426,7 @@ impl Pipeline {
                         pool,
                         popular_size: ps,
                         popular_per_category: pc,
+                        faults,
                     };
                     RequestCtx::build(&env, query, started, deadline)
                 })
@@ -496,6 +520,9 @@ impl Pipeline {
             live: true,
             started: now,
             deadline: now,
+            faults: env.faults.clone(),
+            features_down: Default::default(),
+            ranker_down: Default::default(),
         });
         PipelineResult {
             ctx,
@@ -542,6 +569,9 @@ impl Pipeline {
         }
         for (row, c) in items.iter_mut().enumerate() {
             c.row = row as u32;
+            // Retrieval-score order is the last ranking rung: it stands if the pre-ranker
+            // fails too.
+            c.score = c.source_scores.iter().sum();
         }
         let features = FeatureBlock::new(self.schema.clone(), items.len());
         Candidates { items, features }
@@ -747,7 +777,13 @@ impl Pipeline {
     /// Hydration shares one budget; a failed or skipped hydrator leaves declared defaults.
     fn hydrate(&self, ctx: &RequestCtx, cands: &mut Candidates, degraded: &mut Vec<String>) {
         let hydrate_deadline = (Instant::now() + self.budgets.hydrate).min(ctx.deadline);
+        let store_down = ctx.features_down.load(Ordering::Relaxed);
         for h in &self.hydrators {
+            if store_down && h.needs_store() {
+                // Named once as `features:*` by the probe; the defaults stand.
+                cands.features.missing += cands.items.len() as u64;
+                continue;
+            }
             if Instant::now() >= hydrate_deadline {
                 degraded.push(format!("hydrator:{}:skipped", h.name()));
                 cands.features.missing += cands.items.len() as u64;
@@ -773,8 +809,10 @@ impl Pipeline {
         scores: &mut [f32],
         degraded: &mut Vec<String>,
     ) {
+        let down =
+            ctx.ranker_down.load(Ordering::Relaxed) || ctx.features_down.load(Ordering::Relaxed);
         for s in scorers {
-            if ctx.expired() {
+            if ctx.expired() || (down && s.dependency() == Some(Dependency::Ranker)) {
                 degraded.push(format!("scorer:{}:skipped", s.name()));
                 continue;
             }
@@ -902,6 +940,15 @@ impl Pipeline {
 impl From<crate::cpu::CpuError> for ComponentError {
     fn from(e: crate::cpu::CpuError) -> Self {
         ComponentError::Failed(e.to_string())
+    }
+}
+
+/// Waits for `dep` under `budget`: `Err("error")` if it fails, `Err("timeout")` if it is late.
+async fn probe(faults: &Faults, dep: Dependency, budget: Duration) -> Result<(), &'static str> {
+    match tokio::time::timeout(budget, faults.before_async(dep)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("error"),
+        Err(_) => Err("timeout"),
     }
 }
 

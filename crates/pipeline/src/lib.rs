@@ -9,6 +9,7 @@ mod component;
 mod context;
 mod cpu;
 mod executor;
+mod faults;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -22,3 +23,4 @@ pub use component::{
 pub use context::{Env, Query, RequestContext, RequestCtx};
 pub use cpu::CpuPool;
 pub use executor::{Pipeline, PipelineResult, RankStage, Ranked, SourceSlot, StageBudgets};
+pub use faults::{Dependency, Fault, FaultError, Faults};

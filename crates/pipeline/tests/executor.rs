@@ -213,6 +213,7 @@ fn pipeline(
         budgets: StageBudgets {
             total: Duration::from_millis(budget_ms),
             hydrate: Duration::from_millis(20),
+            rank: Duration::from_millis(20),
         },
     })
 }

@@ -140,24 +140,15 @@ impl Selector for Exploration {
         if slots.is_empty() || explored {
             return Ok(());
         }
-        // Exploiting keeps the best `n - k` by score; exploration draws from the rest.
+        // The list's own order (by score after `top_score`) decides: its first `n - k` are
+        // exploited and stay in order; exploration draws from the rest.
         let exploit = n - slots.len();
-        let mut order: Vec<usize> = (0..cands.items.len()).collect();
-        let by_score =
-            |x: &Candidate, y: &Candidate| y.score.total_cmp(&x.score).then(x.item.cmp(&y.item));
-        // Usually `top_score` ran just before: the head is in score order and the rest
-        // below it, which is all this needs.
-        let head = &cands.items[..(n + self.config.pool).min(cands.items.len())];
-        if !head.is_sorted_by(|x, y| by_score(x, y).is_le()) {
-            order.sort_unstable_by(|&a, &b| by_score(&cands.items[a], &cands.items[b]));
-        }
         let g = ctx.state.read();
         let now_s = ctx.query.now / 1000;
         let new_after = now_s - (self.config.new_item_hours * 3600.0) as i64;
         let mut guaranteed: Option<(u32, i64, usize)> = None;
         let mut pool: Vec<(usize, f32, f32)> = Vec::new();
-        for &k in order.iter().skip(exploit) {
-            let c = &cands.items[k];
+        for (k, c) in cands.items.iter().enumerate().skip(exploit) {
             if c.placed.locked() {
                 continue;
             }
@@ -233,10 +224,7 @@ impl Selector for Exploration {
         for k in ks {
             cands.items.remove(k);
         }
-        // The exploited part in score order, then exploration items into their slots.
-        cands
-            .items
-            .sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+        // Removing keeps the list's order; the exploration items go into their slots.
         taken.sort_by_key(|&(slot, _)| slot);
         for (slot, c) in taken {
             move_to(&mut cands.items, c, slot);

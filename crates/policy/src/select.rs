@@ -76,6 +76,39 @@ fn fill(
     cands.items = out;
 }
 
+/// A candidate's sort key: score, item (ties), index in the list.
+type Key = (f32, Idx, u32);
+
+thread_local! {
+    /// Keys and a spare candidate buffer, reused across requests on a pool thread.
+    static ORDER: std::cell::RefCell<(Vec<Key>, Vec<Candidate>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Puts the best `head` items by score first, in order, and the rest after them (unordered).
+/// Orders 12-byte keys rather than the candidates themselves, then moves each candidate once.
+fn order_head(items: &mut Vec<Candidate>, head: usize) {
+    let cmp = |a: &Key, b: &Key| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    ORDER.with_borrow_mut(|(keys, spare)| {
+        keys.clear();
+        keys.extend(
+            items
+                .iter()
+                .enumerate()
+                .map(|(k, c)| (c.score, c.item, k as u32)),
+        );
+        if keys.len() > head {
+            keys.select_nth_unstable_by(head, cmp);
+            keys[..head].sort_unstable_by(cmp);
+        } else {
+            keys.sort_unstable_by(cmp);
+        }
+        spare.clear();
+        spare.extend(keys.iter().map(|&(_, _, k)| items[k as usize]));
+        std::mem::swap(items, spare);
+    });
+}
+
 /// Orders by score (the first `4n + 64` exactly, the rest below them), leaving locked items
 /// in their slots.
 #[derive(Debug, Default)]
@@ -92,12 +125,7 @@ impl Selector for TopScore {
             // Only the head needs order (the response, exploration's pool, spares for the
             // later selectors); the tail stays below it, unordered.
             let head = n.saturating_mul(4).saturating_add(64);
-            if cands.items.len() > head {
-                cands.items.select_nth_unstable_by(head, by_score);
-                cands.items[..head].sort_unstable_by(by_score);
-            } else {
-                cands.items.sort_unstable_by(by_score);
-            }
+            order_head(&mut cands.items, head);
             return Ok(());
         }
         let len = cands.items.len();

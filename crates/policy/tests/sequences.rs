@@ -131,6 +131,7 @@ fn pipeline(diverse: bool) -> Pipeline {
         budgets: StageBudgets {
             total: Duration::from_secs(5),
             hydrate: Duration::from_secs(1),
+            rank: Duration::from_secs(1),
         },
         fallback: true,
     }

@@ -55,6 +55,10 @@ impl Scorer for GbdtScorer {
         "gbdt"
     }
 
+    fn dependency(&self) -> Option<cascade_pipeline::Dependency> {
+        Some(cascade_pipeline::Dependency::Ranker)
+    }
+
     fn score(
         &self,
         ctx: &RequestCtx,

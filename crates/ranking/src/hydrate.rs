@@ -191,6 +191,11 @@ impl Hydrator for RetrievalHydrator {
         "retrieval"
     }
 
+    /// The sources' scores and ranks travel with the request.
+    fn needs_store(&self) -> bool {
+        false
+    }
+
     fn hydrate(&self, _ctx: &RequestCtx, cands: &mut Candidates) -> Result<(), ComponentError> {
         let mut best = [f32::MIN_POSITIVE; MAX_SOURCES];
         for c in &cands.items {
@@ -600,6 +605,11 @@ impl ContextHydrator {
 impl Hydrator for ContextHydrator {
     fn name(&self) -> &str {
         "context"
+    }
+
+    /// Time, device and surface come with the request.
+    fn needs_store(&self) -> bool {
+        false
     }
 
     fn hydrate(&self, ctx: &RequestCtx, cands: &mut Candidates) -> Result<(), ComponentError> {

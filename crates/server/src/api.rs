@@ -24,6 +24,29 @@ use utoipa_axum::routes;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    /// In-flight requests per route group; read by `/readyz`.
+    pub reads: Arc<tokio::sync::Semaphore>,
+}
+
+/// Sheds load: a request that finds its route group's permits all taken gets 503 with
+/// `Retry-After` at once, instead of queueing into a timeout.
+async fn shed(
+    State(limit): State<Arc<tokio::sync::Semaphore>>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match limit.try_acquire() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => {
+            metrics::counter!("cascade_shed_total").increment(1);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many requests in flight; retry shortly",
+            )
+            .into_response()
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -44,20 +67,31 @@ enum Role {
 /// Builds the router with every v1 route, auth, metrics, and `/openapi.json`.
 pub fn router(engine: Arc<Engine>) -> axum::Router {
     let _ = observe::prometheus();
-    let state = AppState { engine };
+    let limit = engine.config.server.max_inflight;
+    let sem = || Arc::new(tokio::sync::Semaphore::new(limit));
+    let (read_limit, write_limit, admin_limit) = (sem(), sem(), sem());
+    let state = AppState {
+        engine,
+        reads: read_limit.clone(),
+    };
+    // Auth first (outermost), then the in-flight limit: a refused key costs no permit.
     let reads = OpenApiRouter::new()
         .routes(routes!(get_recommendations, post_recommendations))
         .routes(routes!(similar_items))
+        .route_layer(middleware::from_fn_with_state(read_limit, shed))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_read));
     let writes = OpenApiRouter::new()
         .routes(routes!(upsert_items))
         .routes(routes!(patch_item, delete_item))
         .routes(routes!(upsert_users))
         .routes(routes!(post_events))
+        .route_layer(middleware::from_fn_with_state(write_limit, shed))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_write));
     let admin = OpenApiRouter::new()
         .routes(routes!(list_editorial, upsert_editorial))
         .routes(routes!(delete_editorial))
+        .routes(routes!(list_faults, set_fault, clear_faults))
+        .route_layer(middleware::from_fn_with_state(admin_limit, shed))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let open = OpenApiRouter::new()
         .routes(routes!(healthz))
@@ -195,6 +229,117 @@ async fn require_admin(
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
+}
+
+/// An injected fault.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultIn {
+    /// `features`, `ann`, `ranker` or `bus`.
+    pub dependency: String,
+    /// `error` or `latency`.
+    pub mode: String,
+    /// With `latency`: milliseconds added to every call.
+    pub latency_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FaultsOut {
+    pub faults: Vec<FaultIn>,
+}
+
+fn faults_out(f: &cascade_pipeline::Faults) -> FaultsOut {
+    use cascade_pipeline::Fault;
+    FaultsOut {
+        faults: f
+            .active()
+            .into_iter()
+            .map(|(d, fault)| FaultIn {
+                dependency: d.as_str().to_string(),
+                mode: match fault {
+                    Fault::Error => "error".into(),
+                    Fault::Latency(_) => "latency".into(),
+                },
+                latency_ms: match fault {
+                    Fault::Error => None,
+                    Fault::Latency(l) => Some(l.as_millis() as u64),
+                },
+            })
+            .collect(),
+    }
+}
+
+fn faults_enabled(s: &AppState) -> Result<(), ApiError> {
+    if s.engine.config.faults.enabled {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "faults_disabled",
+            "fault injection is off; set faults.enabled = true (CASCADE_FAULTS__ENABLED)",
+        )
+        .field("faults.enabled"))
+    }
+}
+
+/// The injected faults in force (admin key; `faults.enabled` required).
+#[utoipa::path(get, path = "/v1/admin/faults", responses((status = 200, body = FaultsOut), (status = 403, body = ErrorBody)))]
+async fn list_faults(State(s): State<AppState>) -> Result<Json<FaultsOut>, ApiError> {
+    faults_enabled(&s)?;
+    Ok(Json(faults_out(&s.engine.env.faults)))
+}
+
+/// Makes a dependency fail or slow down, for chaos tests and game days.
+#[utoipa::path(post, path = "/v1/admin/faults", request_body = FaultIn,
+    responses((status = 200, body = FaultsOut), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn set_fault(
+    State(s): State<AppState>,
+    JsonBody(f): JsonBody<FaultIn>,
+) -> Result<Json<FaultsOut>, ApiError> {
+    use cascade_pipeline::{Dependency, Fault};
+    faults_enabled(&s)?;
+    let dep = Dependency::ALL
+        .into_iter()
+        .find(|d| d.as_str() == f.dependency)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_value",
+                "dependency",
+                "one of features, ann, ranker, bus",
+            )
+        })?;
+    let fault = match (f.mode.as_str(), f.latency_ms) {
+        ("error", _) => Fault::Error,
+        ("latency", Some(ms)) if ms <= 60_000 => {
+            Fault::Latency(std::time::Duration::from_millis(ms))
+        }
+        ("latency", _) => {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                "latency_ms",
+                "latency needs latency_ms within 0..=60000",
+            ));
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                "mode",
+                "one of error, latency",
+            ));
+        }
+    };
+    s.engine.env.faults.set(dep, fault);
+    tracing::warn!(dependency = dep.as_str(), ?fault, "fault injected");
+    Ok(Json(faults_out(&s.engine.env.faults)))
+}
+
+/// Clears every injected fault.
+#[utoipa::path(delete, path = "/v1/admin/faults", responses((status = 200, body = FaultsOut), (status = 403, body = ErrorBody)))]
+async fn clear_faults(State(s): State<AppState>) -> Result<Json<FaultsOut>, ApiError> {
+    faults_enabled(&s)?;
+    s.engine.env.faults.clear();
+    tracing::warn!("faults cleared");
+    Ok(Json(faults_out(&s.engine.env.faults)))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -427,6 +572,20 @@ async fn post_events(
         );
     }
     let n = events.len();
+    // The bus: failing, nothing is accepted (the client retries; nothing acknowledged is
+    // lost); slow, the acknowledgement waits.
+    s.engine
+        .env
+        .faults
+        .before_async(cascade_pipeline::Dependency::Bus)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bus_unavailable",
+                e.to_string(),
+            )
+        })?;
     s.engine.writer.submit(Mutation::Events(events)).await?;
     metrics::counter!("cascade_events_ingested_total").increment(n as u64);
     Ok(Json(Accepted { accepted: n }))
@@ -882,6 +1041,22 @@ async fn readyz(State(s): State<AppState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
             "no surface is configured",
+        )
+        .into_response();
+    }
+    if s.reads.available_permits() == 0 {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "every recommendation permit is in use",
+        )
+        .into_response();
+    }
+    if s.engine.ranker_pending() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "models_loading",
+            "the ranker is still training; answers use the pre-ranker meanwhile",
         )
         .into_response();
     }

@@ -17,7 +17,7 @@ use crate::error::ServerError;
 
 /// Top-level sections; environment variables `CASCADE_<SECTION>__<KEY>` override them.
 const SECTIONS: &[&str] = &[
-    "data_dir", "server", "auth", "storage", "features", "models", "pipeline", "surfaces",
+    "data_dir", "server", "auth", "storage", "features", "models", "pipeline", "faults", "surfaces",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,7 +30,15 @@ pub struct Config {
     pub features: FeaturesSection,
     pub models: ModelsSection,
     pub pipeline: PipelineSection,
+    pub faults: FaultsSection,
     pub surfaces: BTreeMap<String, SurfaceConfig>,
+}
+
+/// Fault injection (`/v1/admin/faults`), for chaos tests and game days; off unless enabled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultsSection {
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +51,9 @@ pub struct ServerSection {
     pub max_batch: usize,
     /// Largest `n` of a recommendation request.
     pub max_n: usize,
+    /// Requests in flight per route group (reads, writes, admin); past it, 503 with
+    /// `Retry-After` at once instead of queueing into timeouts.
+    pub max_inflight: usize,
 }
 
 /// API keys by role. With no key configured at all, the API is open (local use). Once any
@@ -162,8 +173,10 @@ pub struct PipelineSection {
 pub struct SurfaceConfig {
     /// Whole-request deadline.
     pub budget_ms: u64,
-    /// Budget of all hydrators together.
+    /// Budget of all hydrators together (and of the feature store's answer).
     pub hydrate_ms: u64,
+    /// Budget of the heavy ranker's answer; past it the pre-ranker's order stands.
+    pub rank_ms: u64,
     /// Candidates the pre-ranker keeps for the heavy ranker.
     pub prerank_keep: usize,
     /// Score the pre-ranker's survivors with the trained GBDT ranker (when one is loaded).
@@ -315,6 +328,7 @@ impl Default for Config {
             features: FeaturesSection::default(),
             models: ModelsSection::default(),
             pipeline: PipelineSection::default(),
+            faults: FaultsSection::default(),
             surfaces,
         }
     }
@@ -327,6 +341,7 @@ impl Default for ServerSection {
             max_body_bytes: 16 << 20,
             max_batch: 10_000,
             max_n: 500,
+            max_inflight: 64,
         }
     }
 }
@@ -378,6 +393,7 @@ impl Default for SurfaceConfig {
         Self {
             budget_ms: 200,
             hydrate_ms: 50,
+            rank_ms: 50,
             prerank_keep: 300,
             heavy_ranker: true,
             candidate_budget: 1000,

@@ -14,8 +14,8 @@ use cascade_index::{
     PopularLists,
 };
 use cascade_pipeline::{
-    CandidateSource, ComponentError, CpuPool, Env, Filter, Hydrator, Pipeline, PipelineResult,
-    RequestCtx, Scorer, Selector, SideEffect, SourceSlot, StageBudgets,
+    CandidateSource, ComponentError, CpuPool, Dependency, Env, Fault, Filter, Hydrator, Pipeline,
+    PipelineResult, RequestCtx, Scorer, Selector, SideEffect, SourceSlot, StageBudgets,
 };
 use cascade_policy::{
     Blocklist, Boosts, Exploration, FrequencyCap, Mmr, PinnedSlots, SafetyFilter, SeenFilter,
@@ -362,6 +362,7 @@ impl Engine {
             pool,
             popular_size: config.models.popular_size,
             popular_per_category: config.models.popular_per_category,
+            faults: Arc::default(),
         };
         let pipelines = config
             .surfaces
@@ -421,6 +422,11 @@ impl Engine {
         query: cascade_pipeline::Query,
     ) -> PipelineResult {
         pipeline.execute(&self.env, query).await
+    }
+
+    /// Whether the ranker training started at open is still running.
+    pub fn ranker_pending(&self) -> bool {
+        self.ranker_job.peek(|job| !job.is_finished())
     }
 
     /// Blocks until the ranker training started at open (if any) has finished and published;
@@ -710,6 +716,7 @@ pub fn build_pipeline(
         budgets: StageBudgets {
             total: Duration::from_millis(s.budget_ms),
             hydrate: Duration::from_millis(s.hydrate_ms),
+            rank: Duration::from_millis(s.rank_ms),
         },
     })
 }
@@ -725,9 +732,14 @@ impl SideEffect for ImpressionLogger {
         "impressions"
     }
 
-    fn run(&self, ctx: &RequestCtx, result: &PipelineResult) {
+    fn run(&self, ctx: &RequestCtx, result: &PipelineResult) -> Result<(), ComponentError> {
         if result.items.is_empty() {
-            return;
+            return Ok(());
+        }
+        if ctx.faults.get(Dependency::Bus) == Some(Fault::Error) {
+            let n = result.items.len() as u64;
+            metrics::counter!("cascade_impressions_dropped_total").increment(n);
+            return Err(ComponentError::Unavailable("bus".into()));
         }
         let q = &ctx.query;
         let events: Vec<Event> = {
@@ -753,7 +765,9 @@ impl SideEffect for ImpressionLogger {
         let n = events.len() as u64;
         if self.writer.submit_nowait(Mutation::Events(events)).is_err() {
             metrics::counter!("cascade_impressions_dropped_total").increment(n);
+            return Err(ComponentError::Unavailable("log queue full".into()));
         }
+        Ok(())
     }
 }
 
@@ -770,6 +784,14 @@ mod parking {
 
         pub fn empty() -> Self {
             Self(Mutex::new(None))
+        }
+
+        /// Whether a value is held and (for a thread) still running.
+        pub fn peek(&self, f: impl FnOnce(&T) -> bool) -> bool {
+            match self.0.lock() {
+                Ok(g) => g.as_ref().is_some_and(f),
+                Err(p) => p.into_inner().as_ref().is_some_and(f),
+            }
         }
 
         pub fn take(&self) -> Option<T> {

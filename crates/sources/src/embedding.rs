@@ -135,6 +135,11 @@ impl CandidateSource for EmbeddingSource {
     }
 
     async fn retrieve(&self, ctx: &RequestCtx, limit: usize) -> Result<Vec<Hit>, ComponentError> {
+        // The ANN index is a dependency that can fail or slow down (injected faults too).
+        ctx.faults
+            .before_async(cascade_pipeline::Dependency::Ann)
+            .await
+            .map_err(|e| ComponentError::Unavailable(e.to_string()))?;
         let Some(emb) = ctx.models.embeddings.clone() else {
             return Err(ComponentError::Unavailable(
                 "embeddings are not trained".into(),
