@@ -6,6 +6,7 @@ mod bench_rank;
 mod eval;
 mod generate;
 mod import;
+mod models;
 mod store;
 mod train;
 mod world;
@@ -105,6 +106,8 @@ enum Command {
     },
     /// Run the offline evaluation protocol (Recall, NDCG, HitRate, Coverage) on a dataset.
     Eval(eval::EvalArgs),
+    /// The model registry: list bundles, activate one (validated), roll back.
+    Models(models::ModelsArgs),
 }
 
 #[derive(Subcommand)]
@@ -216,6 +219,7 @@ fn main() -> anyhow::Result<()> {
         } => bench_rank::run(a),
         Command::Bench { what: None, args } => bench::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Models(args) => models::run(args),
     }
 }
 

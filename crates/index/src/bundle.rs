@@ -131,6 +131,9 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
 }
 
+/// A registry entry: the bundle's version and its manifest (or why it could not be read).
+pub type Listed = (String, Result<Manifest, String>);
+
 /// Everything a bundle holds, in memory.
 #[derive(Debug)]
 pub struct Bundle {
@@ -160,6 +163,8 @@ const ANN: &str = "items.hnsw";
 const RANKER: &str = "ranker.json";
 const MANIFEST: &str = "manifest.json";
 const CURRENT: &str = "CURRENT";
+/// Versions made current, oldest first, one per line: what `rollback` walks back through.
+const HISTORY: &str = "HISTORY";
 
 /// `<data_dir>/models`.
 pub fn models_dir(data_dir: &Path) -> PathBuf {
@@ -269,10 +274,86 @@ impl Bundle {
         self.user_ids = ids.users;
         written?;
         std::fs::rename(&tmp, &fin).map_err(io(&fin))?;
+        Self::make_current(models_dir, &version)?;
+        Ok(fin)
+    }
+
+    /// Makes `version` (a bundle under `models_dir`) current, atomically, and records it in
+    /// the activation history.
+    pub fn make_current(models_dir: &Path, version: &str) -> Result<(), BundleError> {
+        if version.is_empty() || version.contains(['/', '\\']) || version.starts_with('.') {
+            return Err(invalid(models_dir, format!("bad version {version:?}")));
+        }
+        if !models_dir.join(version).join(MANIFEST).exists() {
+            return Err(invalid(models_dir, format!("no bundle {version}")));
+        }
         let cur_tmp = models_dir.join(".CURRENT.tmp");
         write_file(&cur_tmp, version.as_bytes())?;
         std::fs::rename(&cur_tmp, models_dir.join(CURRENT)).map_err(io(models_dir))?;
-        Ok(fin)
+        let hist = models_dir.join(HISTORY);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&hist)
+            .map_err(io(&hist))?;
+        writeln!(f, "{version}").map_err(io(&hist))?;
+        f.sync_all().map_err(io(&hist))
+    }
+
+    /// Versions made current, oldest first.
+    pub fn history(models_dir: &Path) -> Result<Vec<String>, BundleError> {
+        let hist = models_dir.join(HISTORY);
+        match std::fs::read_to_string(&hist) {
+            Ok(s) => Ok(s
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io(&hist)(e)),
+        }
+    }
+
+    /// The version a rollback from `active` returns to: the newest history entry before the
+    /// last activation of `active` that names another bundle still present.
+    pub fn rollback_target(models_dir: &Path, active: &str) -> Result<Option<String>, BundleError> {
+        let hist = Self::history(models_dir)?;
+        let last = hist.iter().rposition(|v| v == active).unwrap_or(hist.len());
+        Ok(hist[..last]
+            .iter()
+            .rev()
+            .find(|v| *v != active && models_dir.join(v).join(MANIFEST).exists())
+            .cloned())
+    }
+
+    /// Every bundle under `models_dir` with its manifest (unreadable ones with the error),
+    /// oldest first.
+    pub fn list(models_dir: &Path) -> Result<Vec<Listed>, BundleError> {
+        let rd = match std::fs::read_dir(models_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(models_dir)(e)),
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.map_err(io(models_dir))?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') || !e.path().is_dir() {
+                continue;
+            }
+            let m = Self::read_manifest(&e.path()).map_err(|e| e.to_string());
+            out.push((name, m));
+        }
+        out.sort_by(|a, b| {
+            let key = |x: &Listed| {
+                x.1.as_ref()
+                    .map(|m| m.created_at.clone())
+                    .unwrap_or_default()
+            };
+            key(a).cmp(&key(b)).then(a.0.cmp(&b.0))
+        });
+        Ok(out)
     }
 
     /// The current bundle's directory, if any has been made current.

@@ -88,6 +88,12 @@ impl ModelStore {
         self.store(next);
     }
 
+    /// Replaces the whole set, ranker included (activating a bundle: what it holds serves).
+    pub fn replace(&self, models: Models) {
+        let _one_at_a_time = self.publishing.lock();
+        self.store(models);
+    }
+
     /// Removes the ranker (a model refused after loading, or a chaos test of a missing one):
     /// surfaces fall back to the pre-ranker's order until one is published.
     pub fn remove_ranker(&self) {

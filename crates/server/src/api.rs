@@ -91,6 +91,9 @@ pub fn router(engine: Arc<Engine>) -> axum::Router {
         .routes(routes!(list_editorial, upsert_editorial))
         .routes(routes!(delete_editorial))
         .routes(routes!(list_faults, set_fault, clear_faults))
+        .routes(routes!(list_models))
+        .routes(routes!(activate_model))
+        .routes(routes!(rollback_model))
         .route_layer(middleware::from_fn_with_state(admin_limit, shed))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let open = OpenApiRouter::new()
@@ -229,6 +232,42 @@ async fn require_admin(
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelsOut {
+    pub models: Vec<crate::lifecycle::ModelInfo>,
+}
+
+/// The model registry: every trained bundle, the active one marked, with its training data
+/// range and offline metrics.
+#[utoipa::path(get, path = "/v1/admin/models", responses((status = 200, body = ModelsOut)))]
+async fn list_models(State(s): State<AppState>) -> Result<Json<ModelsOut>, ApiError> {
+    Ok(Json(ModelsOut {
+        models: s.engine.list_models()?,
+    }))
+}
+
+/// Loads, validates and atomically activates a bundle; in-flight requests finish on the old
+/// one. A bundle that fails validation is refused (422) and the active one stays.
+#[utoipa::path(post, path = "/v1/admin/models/{version}/activate", params(("version" = String, Path)),
+    responses((status = 200, body = crate::lifecycle::Activation), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn activate_model(
+    State(s): State<AppState>,
+    Path(version): Path<String>,
+) -> Result<Json<crate::lifecycle::Activation>, ApiError> {
+    Ok(Json(s.engine.activate(&version).await?))
+}
+
+/// Activates the bundle that was active before the current one.
+#[utoipa::path(post, path = "/v1/admin/models/rollback",
+    responses((status = 200, body = crate::lifecycle::Activation), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn rollback_model(
+    State(s): State<AppState>,
+) -> Result<Json<crate::lifecycle::Activation>, ApiError> {
+    Ok(Json(s.engine.rollback().await?))
 }
 
 /// An injected fault.

@@ -48,6 +48,8 @@ pub struct Engine {
     data_loop: parking::Once<Vec<JoinHandle<()>>>,
     /// Trains the ranker after start when no bundle had one (see [`Engine::wait_for_ranker`]).
     ranker_job: parking::Once<JoinHandle<()>>,
+    /// A bundle activation is in progress (one at a time).
+    pub(crate) activating: AtomicBool,
     _dir: DataDir,
 }
 
@@ -113,10 +115,27 @@ pub fn build_models(
 /// they were trained on; when this state interned ids differently (another log), they are
 /// remapped by id and the HNSW index rebuilt. Items newer than the bundle are folded in.
 pub fn models_from_bundle(state: &State, config: &Config, b: Bundle) -> Models {
+    models_from_bundle_with(state, config, b, None)
+}
+
+/// [`models_from_bundle`], reusing `popular` lists when given: they come from the live state,
+/// not from the bundle, so an activation under load need not rebuild them.
+pub fn models_from_bundle_with(
+    state: &State,
+    config: &Config,
+    b: Bundle,
+    popular: Option<Arc<PopularLists>>,
+) -> Models {
     let m = &config.models;
     let (popular, item_map, user_map, live, n_items, n_users) = {
         let g = state.read();
-        let popular = PopularLists::build_live(&g, m.popular_size, m.popular_per_category);
+        let popular = popular.unwrap_or_else(|| {
+            Arc::new(PopularLists::build_live(
+                &g,
+                m.popular_size,
+                m.popular_per_category,
+            ))
+        });
         let item_map: Vec<Option<Idx>> = b.item_ids.iter().map(|id| g.items.get(id)).collect();
         let user_map: Vec<Option<Idx>> = b.user_ids.iter().map(|id| g.users.get(id)).collect();
         let live: Vec<bool> = g
@@ -197,7 +216,7 @@ pub fn models_from_bundle(state: &State, config: &Config, b: Bundle) -> Models {
     state.start_fold_log(Some(embeddings.n_items() as Idx));
     Models {
         version: manifest.version,
-        popular: Arc::new(popular),
+        popular,
         covis: Arc::new(covis),
         embeddings: Some(Arc::new(embeddings)),
         ann,
@@ -404,6 +423,7 @@ impl Engine {
             stop,
             data_loop: parking::Once::new(handle),
             ranker_job,
+            activating: AtomicBool::new(false),
             _dir: dir,
         }))
     }

@@ -15,6 +15,38 @@ pub enum ServerError {
     Storage(#[from] StorageError),
     #[error("{0}")]
     Io(String),
+    #[error("no model bundle {0}")]
+    UnknownModel(String),
+    #[error("model bundle refused: {0}")]
+    ModelRefused(String),
+    #[error("nothing to roll back to: {0} is the first bundle activated")]
+    NoRollback(String),
+    #[error("{0}")]
+    Busy(String),
+}
+
+impl From<ServerError> for ApiError {
+    fn from(e: ServerError) -> Self {
+        match e {
+            ServerError::UnknownModel(_) => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_model", e.to_string()).field("version")
+            }
+            ServerError::ModelRefused(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "model_refused",
+                e.to_string(),
+            )
+            .field("version"),
+            ServerError::Busy(_) => Self::new(StatusCode::CONFLICT, "busy", e.to_string()),
+            ServerError::NoRollback(_) => {
+                Self::new(StatusCode::NOT_FOUND, "no_rollback_target", e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "server error while serving a request");
+                Self::internal("server error")
+            }
+        }
+    }
 }
 
 /// An error answered to a client: status, stable code, message and the offending field.

@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 mod extract;
+pub mod lifecycle;
 mod observe;
 pub mod ranker;
 pub mod training;

@@ -726,6 +726,9 @@ async fn openapi_and_metrics_describe_the_service() {
         ("/v1/admin/faults", "get"),
         ("/v1/admin/faults", "post"),
         ("/v1/admin/faults", "delete"),
+        ("/v1/admin/models", "get"),
+        ("/v1/admin/models/{version}/activate", "post"),
+        ("/v1/admin/models/rollback", "post"),
     ];
     for (path, method) in expect {
         assert!(
@@ -1581,6 +1584,220 @@ async fn overload_is_shed_with_503_and_served_requests_stay_inside_the_deadline(
     s.engine.env.faults.clear();
     assert_eq!(s.get("/healthz").await.0, 200, "still up");
     let (st, _) = s.get("/v1/recommendations/home?user_id=u1").await;
+    assert_eq!(st, 200);
+    s.stop().await;
+}
+
+/// Trains a bundle from the server's current state and saves it to the registry.
+fn save_bundle(s: &TestServer, ranker: Option<cascade_gbdt::Model>) -> String {
+    let opts = cascade_server::training::TrainOptions { holdout_users: 0 };
+    let mut b = cascade_server::training::train(
+        &s.engine.env.state,
+        &s.engine.config,
+        &opts,
+        &|_, _, _| {},
+    );
+    b.ranker = ranker;
+    let dir = cascade_index::bundle::models_dir(&s.engine.config.data_dir);
+    let path = b.save(&dir).expect("save");
+    path.file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_string()
+}
+
+/// Posts one more event so the next bundle gets another version (it names the generation).
+async fn touch(s: &TestServer, k: usize) {
+    let (st, _) = s
+        .post(
+            "/v1/events",
+            json!({"events": [{"type": "view", "user_id": format!("u{k}"), "item_id": "i1"}]}),
+        )
+        .await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_hot_swap_under_load_and_bad_ones_are_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(tmp.path(), |c| c.models.ranker.enabled = false).await;
+    seed_world(&s).await;
+    let a = save_bundle(&s, None);
+    touch(&s, 1).await;
+    let b = save_bundle(&s, None);
+    assert_ne!(a, b);
+    let (st, list) = s.get("/v1/admin/models").await;
+    assert_eq!(st, 200);
+    let listed: Vec<&str> = list["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .filter_map(|m| m["version"].as_str())
+        .collect();
+    assert_eq!(listed, vec![a.as_str(), b.as_str()], "oldest first");
+
+    // A load generator runs through every swap.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let t0 = std::time::Instant::now();
+    let load: Vec<_> = (0..4)
+        .map(|c| {
+            let (client, base, stop) = (s.client.clone(), s.base.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut k = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let t = std::time::Instant::now();
+                    let r = client
+                        .get(format!(
+                            "{base}/v1/recommendations/home?user_id=u{}&n=10",
+                            (c + k) % 40
+                        ))
+                        .send()
+                        .await
+                        .expect("send");
+                    let status = r.status().as_u16();
+                    let v: Value = r.json().await.unwrap_or(Value::Null);
+                    let version = v["model_version"].as_str().unwrap_or_default().to_string();
+                    let at = (t - t0).as_secs_f64() * 1e3;
+                    seen.push((
+                        status,
+                        version,
+                        ids(&v).len(),
+                        t.elapsed().as_secs_f64() * 1e3,
+                        at,
+                    ));
+                    k += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let version_now = |s: &TestServer| s.engine.env.models.load().version.clone();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    // When each swap ran (ms since t0), to compare latency during swaps with the rest.
+    let mut swaps: Vec<(f64, f64)> = Vec::new();
+    let now_ms = || (std::time::Instant::now() - t0).as_secs_f64() * 1e3;
+    for target in [&a, &b] {
+        let from = now_ms();
+        let (st, r) = s
+            .post(&format!("/v1/admin/models/{target}/activate"), json!({}))
+            .await;
+        swaps.push((from, now_ms()));
+        assert_eq!(st, 200, "{r}");
+        assert_eq!(r["active"], target.as_str());
+        assert_eq!(&version_now(&s), target);
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    let from = now_ms();
+    let (st, r) = s.post("/v1/admin/models/rollback", json!({})).await;
+    swaps.push((from, now_ms()));
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["active"], a.as_str());
+    assert_eq!(version_now(&s), a);
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in load {
+        all.extend(t.await.expect("join"));
+    }
+    assert!(all.len() > 100, "the load ran: {}", all.len());
+    assert!(
+        all.iter().all(|(st, _, n, _, _)| *st == 200 && *n > 0),
+        "every request answered with a list during the swaps"
+    );
+    for v in [&a, &b] {
+        assert!(
+            all.iter().any(|(_, seen, _, _, _)| seen == v),
+            "answers switched to {v}"
+        );
+    }
+    let p99 = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let during = |&(_, _, _, ms, at): &(u16, String, usize, f64, f64)| {
+        swaps.iter().any(|&(a, b)| at + ms >= a && at <= b)
+    };
+    let in_swap: Vec<f64> = all.iter().filter(|x| during(x)).map(|x| x.3).collect();
+    let outside: Vec<f64> = all.iter().filter(|x| !during(x)).map(|x| x.3).collect();
+    let (n_in, n_out) = (in_swap.len(), outside.len());
+    let (p_in, p_out) = (p99(in_swap), p99(outside));
+    println!(
+        "hot swap: {} requests, 0 failed; p99 {p_out:.2} ms outside the swaps ({n_out}), {p_in:.2} ms during them ({n_in}); swaps took {:?} ms",
+        all.len(),
+        swaps
+            .iter()
+            .map(|(a, b)| (b - a).round())
+            .collect::<Vec<_>>()
+    );
+    assert!(n_in > 0);
+    assert!(
+        p_in <= 2.0 * p_out + 2.0,
+        "p99 during swaps {p_in} ms vs {p_out} ms"
+    );
+
+    // A damaged bundle is refused with a clear error; the active one keeps serving.
+    touch(&s, 2).await;
+    let c = save_bundle(&s, None);
+    let emb = cascade_index::bundle::models_dir(tmp.path())
+        .join(&c)
+        .join("embeddings.postcard");
+    let mut bytes = std::fs::read(&emb).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&emb, bytes).expect("write");
+    let (st, r) = s
+        .post(&format!("/v1/admin/models/{c}/activate"), json!({}))
+        .await;
+    assert_eq!(st, 422, "{r}");
+    assert_eq!(r["error"]["code"], "model_refused");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("checksum"),
+        "{r}"
+    );
+    assert_eq!(version_now(&s), a);
+    // A ranker over features this server does not serve is refused too.
+    touch(&s, 3).await;
+    let x: Vec<f32> = (0..200).map(|i| (i % 7) as f32).collect();
+    let y: Vec<f32> = x.iter().map(|&v| if v > 4.0 { 1.0 } else { 0.0 }).collect();
+    let off: Vec<usize> = (0..=5).map(|q| q * 40).collect();
+    let p = cascade_gbdt::Params {
+        trees: 3,
+        min_data_in_leaf: 5,
+        ..Default::default()
+    };
+    let (foreign, _) = cascade_gbdt::train(
+        &cascade_gbdt::Lists::new(&x, 1, &y, &off),
+        None,
+        &["not_a_served_feature".to_string()],
+        &p,
+        &|_, _| {},
+    )
+    .expect("train");
+    let d = save_bundle(&s, Some(foreign));
+    let (st, r) = s
+        .post(&format!("/v1/admin/models/{d}/activate"), json!({}))
+        .await;
+    assert_eq!(st, 422, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not_a_served_feature"),
+        "{r}"
+    );
+    assert_eq!(version_now(&s), a);
+    let (st, r) = s.post("/v1/admin/models/nope/activate", json!({})).await;
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (404, Some("unknown_model"))
+    );
+    let (st, _) = s.get("/v1/recommendations/home?user_id=u3").await;
     assert_eq!(st, 200);
     s.stop().await;
 }
