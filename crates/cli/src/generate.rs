@@ -857,6 +857,7 @@ impl Ev {
             surface: None,
             position: None,
             propensity: None,
+            experiment: None,
         }
     }
 }
@@ -1351,6 +1352,7 @@ pub fn event_to_input(e: Event) -> EventIn {
         surface: e.surface,
         position: e.position,
         propensity: e.propensity.map(exact_f64),
+        experiment: e.experiment,
     }
 }
 

@@ -544,6 +544,7 @@ fn csv_events(
             surface: r.opt(surface),
             position: r.parse::<u32>(position, line, "position")?,
             propensity: None,
+            experiment: None,
         };
         let event = e.into_event(now).map_err(|e| invalid(file, line, &e))?;
         out.event(event)?;
@@ -663,6 +664,7 @@ pub fn rating_event(user: &str, item: &str, stars: f64, at: TimeInput) -> EventI
         surface: None,
         position: None,
         propensity: None,
+        experiment: None,
     }
 }
 

@@ -4,6 +4,7 @@ mod bench;
 mod bench_ann;
 mod bench_rank;
 mod eval;
+mod experiments;
 mod generate;
 mod import;
 mod models;
@@ -108,6 +109,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// The model registry: list bundles, activate one (validated), roll back.
     Models(models::ModelsArgs),
+    /// Online metrics per experiment arm, with 95 % intervals and each arm's model.
+    Experiments(experiments::ExperimentsArgs),
 }
 
 #[derive(Subcommand)]
@@ -220,6 +223,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { what: None, args } => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Models(args) => models::run(args),
+        Command::Experiments(args) => experiments::run(args),
     }
 }
 

@@ -297,6 +297,9 @@ pub struct EventIn {
     /// (0 < p <= 1), for off-policy evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propensity: Option<f64>,
+    /// Impressions: the experiment and arm that served them, `name:arm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
 }
 
 /// What an event is about.
@@ -320,6 +323,8 @@ pub struct Event {
     pub position: Option<u32>,
     /// Impressions: probability that the policy showed the item in this slot.
     pub propensity: Option<f32>,
+    /// Impressions: the experiment and arm that served them, `name:arm`.
+    pub experiment: Option<String>,
 }
 
 impl EventIn {
@@ -398,7 +403,11 @@ impl EventIn {
                 "more than one hour in the future",
             ));
         }
-        for (name, v) in [("request_id", &self.request_id), ("surface", &self.surface)] {
+        for (name, v) in [
+            ("request_id", &self.request_id),
+            ("surface", &self.surface),
+            ("experiment", &self.experiment),
+        ] {
             if let Some(s) = v {
                 check_id(name, s)?;
             }
@@ -418,6 +427,7 @@ impl EventIn {
             surface: self.surface,
             position: self.position,
             propensity: self.propensity.map(|p| p as f32),
+            experiment: self.experiment,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! `cascade-storage`), so replay rebuilds it exactly. Reads take a short read lock and copy
 //! out what a request needs; no lock is ever held across an `.await`.
 
+pub mod experiments;
 pub mod schema;
 pub mod state;
 pub mod weights;

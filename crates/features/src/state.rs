@@ -157,6 +157,8 @@ impl Default for StateConfig {
 #[derive(Debug)]
 pub struct Inner {
     pub config: StateConfig,
+    /// Online metrics per experiment arm.
+    pub experiments: crate::experiments::ExperimentStats,
     pub decay: Decay,
     /// Decay of the short (trending) window.
     pub decay_short: Decay,
@@ -261,6 +263,7 @@ impl State {
         Self {
             inner: RwLock::new(Inner {
                 config,
+                experiments: Default::default(),
                 decay: Decay::from_half_life_hours(config.popularity_half_life_hours),
                 decay_short: Decay::from_half_life_hours(config.trending_half_life_hours),
                 items: IdMap::new(),
@@ -561,6 +564,7 @@ impl Inner {
             }
             Mutation::Events(events) => {
                 for e in events {
+                    self.experiments.apply(e);
                     self.apply_event(e);
                 }
             }
@@ -725,6 +729,7 @@ mod tests {
             surface: None,
             position: None,
             propensity: None,
+            experiment: None,
         }
     }
 

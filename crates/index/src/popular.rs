@@ -213,6 +213,7 @@ mod tests {
             surface: None,
             position: None,
             propensity: None,
+            experiment: None,
         }
     }
 

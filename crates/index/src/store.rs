@@ -106,11 +106,17 @@ impl ModelStore {
     /// Replaces only the popular lists, keeping the other artifacts (read and replaced under
     /// the publishing lock, so a concurrent full publish is never undone).
     pub fn publish_popular(&self, popular: PopularLists) {
+        self.publish_popular_shared(Arc::new(popular));
+    }
+
+    /// [`ModelStore::publish_popular`] with lists shared with other stores (experiment arms
+    /// that pin their own models still see the live popular lists).
+    pub fn publish_popular_shared(&self, popular: Arc<PopularLists>) {
         let _one_at_a_time = self.publishing.lock();
         let cur = self.load();
         self.store(Models {
             version: cur.version.clone(),
-            popular: Arc::new(popular),
+            popular,
             covis: cur.covis.clone(),
             embeddings: cur.embeddings.clone(),
             ann: cur.ann.clone(),

@@ -32,6 +32,7 @@ fn click(user: &str, n: u32) -> Event {
         surface: None,
         position: None,
         propensity: None,
+        experiment: None,
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Query {
     pub session_item_ids: Vec<String>,
     pub exclude: Vec<String>,
     pub explain: bool,
+    /// The experiment arm serving this request, `name:arm` (logged with its impressions).
+    pub experiment: Option<String>,
 }
 
 impl Query {
@@ -49,6 +51,7 @@ impl Query {
             session_item_ids: Vec::new(),
             exclude: Vec::new(),
             explain: false,
+            experiment: None,
         }
     }
 }

@@ -510,6 +510,7 @@ impl Pipeline {
                 session_item_ids: Vec::new(),
                 exclude: Vec::new(),
                 explain: false,
+                experiment: None,
             },
             user: Default::default(),
             session: Vec::new(),

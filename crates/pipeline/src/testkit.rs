@@ -37,6 +37,7 @@ pub fn event(kind: EventKind, user: &str, n: u32, ts_s: i64) -> Event {
         surface: None,
         position: None,
         propensity: None,
+        experiment: None,
     }
 }
 

@@ -43,6 +43,7 @@ fn env(items: usize) -> Env {
                 surface: None,
                 position: None,
                 propensity: None,
+                experiment: None,
             })
         })
         .collect();

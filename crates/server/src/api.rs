@@ -92,6 +92,8 @@ pub fn router(engine: Arc<Engine>) -> axum::Router {
         .routes(routes!(delete_editorial))
         .routes(routes!(list_faults, set_fault, clear_faults))
         .routes(routes!(list_models))
+        .routes(routes!(list_experiments))
+        .routes(routes!(show_experiment))
         .routes(routes!(activate_model))
         .routes(routes!(rollback_model))
         .route_layer(middleware::from_fn_with_state(admin_limit, shed))
@@ -232,6 +234,50 @@ async fn require_admin(
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExperimentsOut {
+    pub experiments: Vec<String>,
+}
+
+/// The configured experiments.
+#[utoipa::path(get, path = "/v1/admin/experiments", responses((status = 200, body = ExperimentsOut)))]
+async fn list_experiments(State(s): State<AppState>) -> Json<ExperimentsOut> {
+    Json(ExperimentsOut {
+        experiments: s
+            .engine
+            .experiments
+            .iter()
+            .map(|x| x.config.name.clone())
+            .collect(),
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExperimentReport {
+    pub name: String,
+    pub surface: String,
+    pub holdout: f64,
+    /// The holdout first, then the arms.
+    pub arms: Vec<crate::experiments::ArmReport>,
+}
+
+/// Online metrics per arm (impressions joined with later feedback by request id), with 95 %
+/// intervals, next to each arm's model and its offline metrics.
+#[utoipa::path(get, path = "/v1/admin/experiments/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = ExperimentReport), (status = 404, body = ErrorBody)))]
+async fn show_experiment(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ExperimentReport>, ApiError> {
+    s.engine.experiment_report(&name).map(Json).ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_experiment",
+            "name",
+            format!("no experiment `{name}`"),
+        )
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -692,6 +738,12 @@ pub struct RecommendedItem {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExperimentOut {
+    pub name: String,
+    pub arm: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RemovedItem {
     pub item_id: String,
     pub by: String,
@@ -704,6 +756,9 @@ pub struct Recommendations {
     pub surface: String,
     pub user_id: String,
     pub model_version: String,
+    /// The experiment and arm that served this response (also logged with its impressions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentOut>,
     pub degraded: Vec<String>,
     pub items: Vec<RecommendedItem>,
     pub timings_ms: BTreeMap<String, f64>,
@@ -725,13 +780,13 @@ async fn recommend(
     surface: String,
     body: RecommendBody,
 ) -> Result<Json<Recommendations>, ApiError> {
-    let pipeline = s.engine.pipelines.get(&surface).cloned().ok_or_else(|| {
-        ApiError::not_found(
+    if !s.engine.pipelines.contains_key(&surface) {
+        return Err(ApiError::not_found(
             "unknown_surface",
             "surface",
             format!("no surface `{surface}`"),
-        )
-    })?;
+        ));
+    }
     if body.user_id.is_empty() || body.user_id.len() > cascade_core::types::MAX_ID_LEN {
         return Err(ApiError::bad_request(
             "invalid_value",
@@ -781,8 +836,15 @@ async fn recommend(
         session_item_ids: body.session_item_ids,
         exclude: body.exclude,
         explain: body.explain,
+        experiment: None,
     };
-    let result = s.engine.recommend(&pipeline, query).await;
+    let result = s.engine.serve(&surface, query).await.ok_or_else(|| {
+        ApiError::not_found(
+            "unknown_surface",
+            "surface",
+            format!("no surface `{surface}`"),
+        )
+    })?;
     metrics::counter!("cascade_recommendations_total", "surface" => surface).increment(1);
     Ok(Json(render(&result)))
 }
@@ -896,6 +958,13 @@ fn render(r: &PipelineResult) -> Recommendations {
         surface: q.surface.clone(),
         user_id: q.user_id.clone(),
         model_version: r.model_version().to_string(),
+        experiment: q.experiment.as_deref().and_then(|e| {
+            let (name, arm) = e.split_once(':')?;
+            Some(ExperimentOut {
+                name: name.to_string(),
+                arm: arm.to_string(),
+            })
+        }),
         degraded: r.degraded.clone(),
         items,
         timings_ms: r

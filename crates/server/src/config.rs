@@ -17,7 +17,16 @@ use crate::error::ServerError;
 
 /// Top-level sections; environment variables `CASCADE_<SECTION>__<KEY>` override them.
 const SECTIONS: &[&str] = &[
-    "data_dir", "server", "auth", "storage", "features", "models", "pipeline", "faults", "surfaces",
+    "data_dir",
+    "server",
+    "auth",
+    "storage",
+    "features",
+    "models",
+    "pipeline",
+    "faults",
+    "surfaces",
+    "experiments",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +41,38 @@ pub struct Config {
     pub pipeline: PipelineSection,
     pub faults: FaultsSection,
     pub surfaces: BTreeMap<String, SurfaceConfig>,
+    /// Experiments with holdouts, each on one surface.
+    pub experiments: Vec<ExperimentConfig>,
+}
+
+/// An experiment: users of `surface` are assigned to arms by hashing `salt` + user id (sticky,
+/// deterministic); a `holdout` share always gets the baseline (the surface's popular list).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    pub name: String,
+    pub surface: String,
+    /// Defaults to the name; change it to reshuffle users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// Share of users (0..=0.5) held out of every arm.
+    #[serde(default)]
+    pub holdout: f64,
+    pub arms: Vec<ArmConfig>,
+}
+
+/// One arm: its share (by weight) and what it changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmConfig {
+    pub name: String,
+    pub weight: f64,
+    /// Serve with another surface's pipeline (its sources, ranking and policy parameters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// Serve with this model bundle (a version in the registry) instead of the active one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// Fault injection (`/v1/admin/faults`), for chaos tests and game days; off unless enabled.
@@ -330,6 +371,7 @@ impl Default for Config {
             pipeline: PipelineSection::default(),
             faults: FaultsSection::default(),
             surfaces,
+            experiments: Vec::new(),
         }
     }
 }
@@ -527,6 +569,37 @@ impl Config {
         }
         if self.surfaces.is_empty() {
             return bad("surfaces", "at least one surface is needed");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, x) in self.experiments.iter().enumerate() {
+            let k = |f: &str| format!("experiments[{i}].{f}");
+            if x.name.is_empty() || x.name.contains(':') || !names.insert(&x.name) {
+                return bad(&k("name"), "needs a unique name without `:`");
+            }
+            if !self.surfaces.contains_key(&x.surface) {
+                return bad(&k("surface"), "names no configured surface");
+            }
+            if !(0.0..=0.5).contains(&x.holdout) {
+                return bad(&k("holdout"), "must be within 0..=0.5");
+            }
+            if x.arms.is_empty() {
+                return bad(&k("arms"), "needs at least one arm");
+            }
+            let mut arm_names = std::collections::HashSet::new();
+            for (j, a) in x.arms.iter().enumerate() {
+                let ka = |f: &str| format!("experiments[{i}].arms[{j}].{f}");
+                if a.name.is_empty() || a.name == "holdout" || !arm_names.insert(&a.name) {
+                    return bad(&ka("name"), "needs a unique name other than `holdout`");
+                }
+                if !(a.weight.is_finite() && a.weight > 0.0) {
+                    return bad(&ka("weight"), "must be positive");
+                }
+                if let Some(p) = &a.pipeline
+                    && !self.surfaces.contains_key(p)
+                {
+                    return bad(&ka("pipeline"), "names no configured surface");
+                }
+            }
         }
         for (name, s) in &self.surfaces {
             let k = |f: &str| format!("surfaces.{name}.{f}");

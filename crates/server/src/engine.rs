@@ -50,6 +50,8 @@ pub struct Engine {
     ranker_job: parking::Once<JoinHandle<()>>,
     /// A bundle activation is in progress (one at a time).
     pub(crate) activating: AtomicBool,
+    /// Running experiments (at most one per surface is consulted: the first).
+    pub experiments: Vec<crate::experiments::Experiment>,
     _dir: DataDir,
 }
 
@@ -115,16 +117,19 @@ pub fn build_models(
 /// they were trained on; when this state interned ids differently (another log), they are
 /// remapped by id and the HNSW index rebuilt. Items newer than the bundle are folded in.
 pub fn models_from_bundle(state: &State, config: &Config, b: Bundle) -> Models {
-    models_from_bundle_with(state, config, b, None)
+    models_from_bundle_with(state, config, b, None, true)
 }
 
 /// [`models_from_bundle`], reusing `popular` lists when given: they come from the live state,
-/// not from the bundle, so an activation under load need not rebuild them.
+/// not from the bundle, so an activation under load need not rebuild them. With `fold`, items
+/// newer than the bundle are logged for fold-in into its index (the serving set only; an
+/// experiment arm's pinned bundle does not fold).
 pub fn models_from_bundle_with(
     state: &State,
     config: &Config,
     b: Bundle,
     popular: Option<Arc<PopularLists>>,
+    fold: bool,
 ) -> Models {
     let m = &config.models;
     let (popular, item_map, user_map, live, n_items, n_users) = {
@@ -213,7 +218,9 @@ pub fn models_from_bundle_with(
         None if m.ann => build_ann(&embeddings, &live, &m.hnsw),
         None => None,
     };
-    state.start_fold_log(Some(embeddings.n_items() as Idx));
+    if fold {
+        state.start_fold_log(Some(embeddings.n_items() as Idx));
+    }
     Models {
         version: manifest.version,
         popular,
@@ -411,7 +418,31 @@ impl Engine {
         } else {
             parking::Once::empty()
         };
-        let handle = spawn_data_loop(state, models, folder.clone(), config.clone(), stop.clone())?;
+        // Experiments: arms that pin a bundle get their own model store (checked like a
+        // bundle load: checksums and a valid ranker), kept on live popular lists.
+        let experiments = {
+            let (state, config) = (state.clone(), config.clone());
+            let popular = models.load().popular.clone();
+            crate::experiments::build(&config, Some(&writer), &env, |version| {
+                let dir = cascade_index::bundle::models_dir(&config.data_dir).join(version);
+                let b = Bundle::load(&dir, config.models.hnsw)
+                    .map_err(|e| ServerError::Config(e.to_string()))?;
+                let m = models_from_bundle_with(&state, &config, b, Some(popular.clone()), false);
+                Ok(Arc::new(ModelStore::new(m)))
+            })?
+        };
+        let arm_stores = experiments
+            .iter()
+            .flat_map(|x| x.arms.iter().filter_map(|a| a.models.clone()))
+            .collect();
+        let handle = spawn_data_loop(
+            state,
+            models,
+            arm_stores,
+            folder.clone(),
+            config.clone(),
+            stop.clone(),
+        )?;
         tracing::info!(ms = started.elapsed().as_millis() as u64, "engine ready");
         Ok(Arc::new(Self {
             config,
@@ -424,6 +455,7 @@ impl Engine {
             data_loop: parking::Once::new(handle),
             ranker_job,
             activating: AtomicBool::new(false),
+            experiments,
             _dir: dir,
         }))
     }
@@ -442,6 +474,28 @@ impl Engine {
         query: cascade_pipeline::Query,
     ) -> PipelineResult {
         pipeline.execute(&self.env, query).await
+    }
+
+    /// Serves `query` on `surface`: through the arm of the surface's experiment the user is
+    /// assigned to (naming it in `query.experiment`), else through the surface's pipeline.
+    /// `None` for an unknown surface.
+    pub async fn serve(
+        &self,
+        surface: &str,
+        mut query: cascade_pipeline::Query,
+    ) -> Option<PipelineResult> {
+        if let Some(x) = self
+            .experiments
+            .iter()
+            .find(|x| x.config.surface == surface)
+        {
+            let arm = x.assign(&query.user_id);
+            query.experiment = Some(format!("{}:{}", x.config.name, arm.name));
+            let env = arm.env.as_ref().unwrap_or(&self.env);
+            return Some(arm.pipeline.execute(env, query).await);
+        }
+        let p = self.pipelines.get(surface)?;
+        Some(p.execute(&self.env, query).await)
     }
 
     /// Whether the ranker training started at open is still running.
@@ -493,6 +547,7 @@ impl Engine {
 fn spawn_data_loop(
     state: Arc<State>,
     models: Arc<ModelStore>,
+    arm_stores: Vec<Arc<ModelStore>>,
     folder: Arc<parking_lot::Mutex<ItemFolder>>,
     config: Config,
     stop: Arc<AtomicBool>,
@@ -519,7 +574,11 @@ fn spawn_data_loop(
                 let m = &cfg.models;
                 let lists =
                     PopularLists::build_live(&st.read(), m.popular_size, m.popular_per_category);
-                ms.publish_popular(lists);
+                let lists = Arc::new(lists);
+                ms.publish_popular_shared(lists.clone());
+                for s in &arm_stores {
+                    s.publish_popular_shared(lists.clone());
+                }
                 metrics::histogram!("cascade_model_build_seconds", "model" => "popular")
                     .record(t.elapsed().as_secs_f64());
                 fold_step(&folder, &st, &ms);
@@ -779,6 +838,7 @@ impl SideEffect for ImpressionLogger {
                     surface: Some(q.surface.clone()),
                     position: Some(pos as u32),
                     propensity: Some(c.propensity),
+                    experiment: q.experiment.clone(),
                 })
                 .collect()
         };

@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod experiments;
 mod extract;
 pub mod lifecycle;
 mod observe;

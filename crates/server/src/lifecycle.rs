@@ -94,7 +94,13 @@ impl Engine {
                 }
                 let load = || {
                     let b = Bundle::load(&path, config.models.hnsw).map_err(|e| e.to_string())?;
-                    Ok::<Models, String>(models_from_bundle_with(&state, &config, b, Some(popular)))
+                    Ok::<Models, String>(models_from_bundle_with(
+                        &state,
+                        &config,
+                        b,
+                        Some(popular),
+                        true,
+                    ))
                 };
                 let _ = tx.send(load());
             })

@@ -62,6 +62,7 @@ fn world() -> Vec<Mutation> {
                 surface: None,
                 position: None,
                 propensity: None,
+                experiment: None,
             });
         }
     }
@@ -200,6 +201,7 @@ fn served_world() -> (Vec<Mutation>, Vec<Event>) {
         surface: Some("home".into()),
         position: pos,
         propensity: None,
+        experiment: None,
     };
     for round in 0..10u32 {
         for u in 0..100u32 {

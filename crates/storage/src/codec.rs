@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// Events before impressions carried a propensity; still read, never written.
 const EVENTS_V1: u8 = 1;
+/// Events before impressions carried an experiment arm; still read, never written.
 const EVENTS_V2: u8 = 8;
+const EVENTS_V3: u8 = 9;
 const UPSERT_ITEMS_V1: u8 = 2;
 const PATCH_ITEM_V1: u8 = 3;
 const DELETE_ITEM_V1: u8 = 4;
@@ -32,6 +34,21 @@ struct EventV1 {
     position: Option<u32>,
 }
 
+/// The event layout written under [`EVENTS_V2`].
+#[derive(Serialize, Deserialize)]
+struct EventV2 {
+    v1: EventV1,
+    propensity: Option<f32>,
+}
+
+impl From<EventV2> for Event {
+    fn from(e: EventV2) -> Self {
+        let mut out = Event::from(e.v1);
+        out.propensity = e.propensity;
+        out
+    }
+}
+
 impl From<EventV1> for Event {
     fn from(e: EventV1) -> Self {
         Event {
@@ -45,6 +62,7 @@ impl From<EventV1> for Event {
             surface: e.surface,
             position: e.position,
             propensity: None,
+            experiment: None,
         }
     }
 }
@@ -64,7 +82,7 @@ fn json<T: Serialize>(kind: u8, v: &T, out: &mut Vec<u8>) -> Result<()> {
 pub(crate) fn encode(m: &Mutation, out: &mut Vec<u8>) -> Result<()> {
     match m {
         Mutation::Events(evs) => {
-            out.push(EVENTS_V2);
+            out.push(EVENTS_V3);
             let bytes = postcard::to_extend(evs, std::mem::take(out))
                 .map_err(|e| StorageError::Encode(e.to_string()))?;
             *out = bytes;
@@ -91,9 +109,16 @@ pub(crate) fn encode(m: &Mutation, out: &mut Vec<u8>) -> Result<()> {
 pub(crate) fn decode(payload: &[u8]) -> std::result::Result<Mutation, String> {
     let (&kind, body) = payload.split_first().ok_or("empty record")?;
     let m = match kind {
-        EVENTS_V2 => {
+        EVENTS_V3 => {
             Mutation::Events(postcard::from_bytes::<Vec<Event>>(body).map_err(|e| e.to_string())?)
         }
+        EVENTS_V2 => Mutation::Events(
+            postcard::from_bytes::<Vec<EventV2>>(body)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(Event::from)
+                .collect(),
+        ),
         EVENTS_V1 => Mutation::Events(
             postcard::from_bytes::<Vec<EventV1>>(body)
                 .map_err(|e| e.to_string())?
@@ -160,12 +185,29 @@ mod tests {
     }
 
     #[test]
+    fn events_written_before_experiment_arms_still_decode() {
+        let mut payload = vec![EVENTS_V2];
+        let v2 = EventV2 {
+            v1: v1(),
+            propensity: Some(0.5),
+        };
+        payload.extend(postcard::to_allocvec(&vec![v2]).expect("encode"));
+        let Mutation::Events(evs) = decode(&payload).expect("decode") else {
+            panic!("not events");
+        };
+        assert_eq!(evs[0].propensity, Some(0.5));
+        assert_eq!(evs[0].experiment, None);
+        assert_eq!(evs[0].position, Some(3));
+    }
+
+    #[test]
     fn propensity_round_trips() {
         let mut e = Event::from(v1());
         e.propensity = Some(0.25);
+        e.experiment = Some("ranker-v2:treatment".into());
         let mut out = Vec::new();
         encode(&Mutation::Events(vec![e.clone()]), &mut out).expect("encode");
-        assert_eq!(out[0], EVENTS_V2);
+        assert_eq!(out[0], EVENTS_V3);
         let Mutation::Events(evs) = decode(&out).expect("decode") else {
             panic!("not events");
         };

@@ -385,6 +385,7 @@ mod tests {
                     surface: None,
                     position: Some(i as u32),
                     propensity: None,
+                    experiment: None,
                 })
                 .collect(),
         )

@@ -246,6 +246,7 @@ mod tests {
             surface: None,
             position: None,
             propensity: None,
+            experiment: None,
         }])
     }
 
