@@ -2,7 +2,6 @@
 //! from a data dir (server stopped: the log is replayed, impressions and feedback included).
 
 use anyhow::{Context, bail};
-use cascade_server::{Config, Engine};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -27,10 +26,7 @@ pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
         let Some(dir) = args.data_dir.clone() else {
             bail!("give --data-dir (server stopped) or --url (running server)")
         };
-        let mut cfg = Config::load(args.config.as_deref())?;
-        cfg.data_dir = dir;
-        cfg.models.ranker.enabled = false;
-        let engine = rt.block_on(Engine::open_async(cfg))?;
+        let engine = crate::open_engine(&rt, dir, args.config.as_deref())?;
         let names: Vec<String> = match &args.name {
             Some(n) => vec![n.clone()],
             None => engine

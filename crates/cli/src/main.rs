@@ -227,6 +227,19 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Opens the engine on a data dir (server stopped) for a tool that reads or switches what
+/// it holds: no background ranker training.
+fn open_engine(
+    rt: &tokio::runtime::Runtime,
+    data_dir: PathBuf,
+    config: Option<&Path>,
+) -> anyhow::Result<std::sync::Arc<cascade_server::Engine>> {
+    let mut cfg = Config::load(config)?;
+    cfg.data_dir = data_dir;
+    cfg.models.ranker.enabled = false;
+    Ok(rt.block_on(cascade_server::Engine::open_async(cfg))?)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,7 +3,6 @@
 //! through a running server's admin API (`--url`).
 
 use anyhow::{Context, bail};
-use cascade_server::{Config, Engine};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -41,11 +40,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
     let Some(dir) = args.data_dir.clone() else {
         bail!("give --data-dir (server stopped) or --url (running server)")
     };
-    let mut cfg = Config::load(args.config.as_deref())?;
-    cfg.data_dir = dir;
-    // Only the registry matters here: no background ranker training.
-    cfg.models.ranker.enabled = false;
-    let engine = rt.block_on(Engine::open_async(cfg))?;
+    let engine = crate::open_engine(&rt, dir, args.config.as_deref())?;
     let out = match &args.action {
         Action::List => {
             print_list(&serde_json::to_value(engine.list_models()?)?);

@@ -101,7 +101,7 @@ pub struct PipelineResult {
     pub features: Option<FeatureBlock>,
     /// With `explain`: each ranking stage's score and rank of every candidate it scored.
     pub trace: Vec<StageScore>,
-    /// Filters every returned item passed (those that ran for this request).
+    /// With `explain`: filters every returned item passed (those that ran for this request).
     pub filters_passed: Vec<String>,
 }
 
@@ -231,9 +231,11 @@ impl Pipeline {
         };
         degraded.extend(ranked.degraded);
         timings.extend(ranked.timings);
+        // Part of the `explain` trace only: no allocation otherwise.
         let filters_passed = self
             .filters
             .iter()
+            .filter(|_| ctx.query.explain)
             .map(|f| f.name())
             // A filter skipped or failed open did not check these items.
             .filter(|f| {

@@ -490,7 +490,7 @@ impl Engine {
             .find(|x| x.config.surface == surface)
         {
             let arm = x.assign(&query.user_id);
-            query.experiment = Some(format!("{}:{}", x.config.name, arm.name));
+            query.experiment = Some(arm.key.clone());
             let env = arm.env.as_ref().unwrap_or(&self.env);
             return Some(arm.pipeline.execute(env, query).await);
         }

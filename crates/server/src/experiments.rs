@@ -29,6 +29,8 @@ pub fn bucket(salt: &str, user: &str) -> u64 {
 /// One arm, ready to serve.
 pub struct Arm {
     pub name: String,
+    /// `experiment:arm`, as responses and impressions name it.
+    pub key: String,
     /// Buckets below this (and at or above the previous arm's) belong to it.
     upto: u64,
     pub pipeline: Arc<Pipeline>,
@@ -88,6 +90,7 @@ pub fn build(
         }
         let holdout = Arm {
             name: "holdout".into(),
+            key: format!("{}:holdout", x.name),
             upto: holdout_upto,
             pipeline: Arc::new(build_pipeline(&base_cfg, &x.surface, writer, pool)?),
             models: None,
@@ -115,6 +118,7 @@ pub fn build(
             let env = models.as_ref().map(|m| arm_env(base, m));
             arms.push(Arm {
                 name: a.name.clone(),
+                key: format!("{}:{}", x.name, a.name),
                 upto,
                 pipeline: Arc::new(p),
                 env,
