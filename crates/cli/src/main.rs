@@ -97,6 +97,9 @@ enum Command {
         /// Also write the ranker's training lists as CSV (for `bench/peer_lightgbm.py`).
         #[arg(long)]
         export_lists: Option<PathBuf>,
+        /// Promote the new bundle without the gate against the active one.
+        #[arg(long)]
+        force: bool,
     },
     /// Measure ingest throughput and recommendation latency under concurrent load.
     Bench {
@@ -207,10 +210,11 @@ fn main() -> anyhow::Result<()> {
             holdout_users,
             json,
             export_lists,
+            force,
         } => {
             let mut cfg = Config::load(config.as_deref())?;
             cfg.data_dir = data_dir;
-            train::run(&cfg, holdout_users, json, export_lists.as_deref())
+            train::run(&cfg, holdout_users, json, export_lists.as_deref(), force)
         }
         Command::Bench {
             what: Some(BenchKind::Ann(a)),

@@ -53,6 +53,7 @@ pub fn run(
     holdout_users: usize,
     json: bool,
     export_lists: Option<&std::path::Path>,
+    force: bool,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
     let t = Instant::now();
@@ -70,8 +71,46 @@ pub fn run(
         )?;
         cascade_server::ranker::add_to_bundle(&mut bundle, cfg, model, metrics);
     }
-    let path = bundle.save(&cascade_index::bundle::models_dir(&cfg.data_dir))?;
+    // The promotion gate: against the active bundle, on a window neither trained on.
+    let models_dir = cascade_index::bundle::models_dir(&cfg.data_dir);
+    let active = cascade_index::Bundle::current(&models_dir)?;
+    let mut promote = true;
+    if let Some(active) = active.filter(|_| cfg.models.gate.enabled && !force) {
+        let mutations = cascade_storage::EventLog::read_all(&replayed.dir.log_dir())?;
+        match cascade_server::gate::evaluate(cfg, &mutations, &active, &|s, d, n| {
+            bars.update(&format!("gate: {s}"), d, n)
+        }) {
+            Ok(g) => {
+                promote = g.passed;
+                bundle.manifest.metrics.gate = Some(g);
+            }
+            // Too little history to compare: nothing says the candidate is worse.
+            Err(e) => eprintln!("train: promotion gate skipped: {e}"),
+        }
+    }
+    let path = bundle.save_as(&models_dir, promote)?;
     let m = &bundle.manifest;
+    if let Some(g) = &m.metrics.gate {
+        println!(
+            "gate vs {}: window of {} users from {}: NDCG@10 candidate {:.4} / active {:.4}, Recall@10 {:.4} / {:.4} -> {}",
+            g.active_version,
+            g.window_users,
+            g.window_start,
+            g.candidate_ndcg_at_10,
+            g.active_ndcg_at_10,
+            g.candidate_recall_at_10,
+            g.active_recall_at_10,
+            if g.passed { "promoted" } else { "REFUSED" }
+        );
+    }
+    if !promote {
+        anyhow::bail!(
+            "bundle {} saved but not promoted: its NDCG@10 on the gate window is more than {:.0} % below the active bundle's; `cascade models activate {}` or `cascade train --force` promotes it anyway",
+            m.version,
+            cfg.models.gate.tolerance * 100.0,
+            m.version
+        );
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(m)?);
         return Ok(());

@@ -110,6 +110,25 @@ pub struct TrainMetrics {
     pub holdout_users: usize,
     #[serde(default)]
     pub ranker: Option<RankerMetrics>,
+    /// The promotion gate's comparison with the bundle active when this one was trained.
+    #[serde(default)]
+    pub gate: Option<GateMetrics>,
+}
+
+/// The candidate against the active bundle on a time window neither trained on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateMetrics {
+    pub active_version: String,
+    /// Unix milliseconds: engagements from here on form the window.
+    pub window_start: i64,
+    pub window_users: usize,
+    pub candidate_recall_at_10: f64,
+    pub candidate_ndcg_at_10: f64,
+    pub active_recall_at_10: f64,
+    pub active_ndcg_at_10: f64,
+    /// Largest relative NDCG@10 drop accepted.
+    pub tolerance: f64,
+    pub passed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,6 +250,11 @@ fn load_checked(path: &Path, f: &FileEntry, cfg: AnnConfig) -> Result<AnnIndex, 
 impl Bundle {
     /// Writes the bundle under `models_dir/<version>` and makes it current.
     pub fn save(&mut self, models_dir: &Path) -> Result<PathBuf, BundleError> {
+        self.save_as(models_dir, true)
+    }
+
+    /// Writes the bundle under `models_dir/<version>`; makes it current when `promote`.
+    pub fn save_as(&mut self, models_dir: &Path, promote: bool) -> Result<PathBuf, BundleError> {
         std::fs::create_dir_all(models_dir).map_err(io(models_dir))?;
         let version = self.manifest.version.clone();
         let fin = models_dir.join(&version);
@@ -274,7 +298,9 @@ impl Bundle {
         self.user_ids = ids.users;
         written?;
         std::fs::rename(&tmp, &fin).map_err(io(&fin))?;
-        Self::make_current(models_dir, &version)?;
+        if promote {
+            Self::make_current(models_dir, &version)?;
+        }
         Ok(fin)
     }
 

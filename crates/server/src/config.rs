@@ -45,6 +45,30 @@ pub struct Config {
     pub experiments: Vec<ExperimentConfig>,
 }
 
+/// `cascade train` compares its candidate with the active bundle on the newest
+/// `window_fraction` of engagements (the candidate retrained without them) and promotes it only
+/// if its NDCG@10 there is at most `tolerance` (relative) below the active one's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateSection {
+    pub enabled: bool,
+    pub window_fraction: f64,
+    /// Most window users asked (the first by id).
+    pub users: usize,
+    pub tolerance: f64,
+}
+
+impl Default for GateSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_fraction: 0.05,
+            users: 1000,
+            tolerance: 0.02,
+        }
+    }
+}
+
 /// An experiment: users of `surface` are assigned to arms by hashing `salt` + user id (sticky,
 /// deterministic); a `holdout` share always gets the baseline (the surface's popular list).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,6 +178,8 @@ pub struct ModelsSection {
     /// Serve the data dir's current bundle (`cascade train`) at start instead of training.
     pub load_bundle: bool,
     pub ranker: RankerSection,
+    /// `cascade train`'s promotion gate.
+    pub gate: GateSection,
 }
 
 /// The heavy ranker: how its training lists are built and how the trees are grown.
@@ -426,6 +452,7 @@ impl Default for ModelsSection {
             item_neighbors: 20,
             load_bundle: true,
             ranker: RankerSection::default(),
+            gate: GateSection::default(),
         }
     }
 }

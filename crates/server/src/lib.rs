@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod experiments;
 mod extract;
+pub mod gate;
 pub mod lifecycle;
 mod observe;
 pub mod ranker;

@@ -211,8 +211,19 @@ pub fn build_lists(
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<(RankerLists, ListEnv), ServerError> {
     let shown = served_responses(mutations, &config.models.ranker.surface);
-    if !shown.is_empty() && shown.len() >= config.models.ranker.min_impression_lists {
-        return impression_lists(config, mutations, shown, progress);
+    let min = config.models.ranker.min_impression_lists;
+    if !shown.is_empty() && shown.len() >= min {
+        let (lists, env) = impression_lists(config, mutations, shown, progress)?;
+        // Only responses that drew feedback make lists: without enough of them (impressions
+        // logged, feedback not sent back with request ids), learn from histories instead.
+        if lists.lists() >= min {
+            return Ok((lists, env));
+        }
+        tracing::warn!(
+            lists = lists.lists(),
+            min,
+            "too few served responses drew feedback; ranker lists from user histories"
+        );
     }
     let started = Instant::now();
     let rc = &config.models.ranker;
