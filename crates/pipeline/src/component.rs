@@ -30,6 +30,10 @@ pub trait CandidateSource: Send + Sync {
     fn name(&self) -> &str;
     /// Short phrase for reason codes, e.g. `popular`, `similar_to_recent`.
     fn reason_code(&self) -> &'static str;
+    /// The remote dependency it calls, if any: its circuit breaker guards the source.
+    fn dependency(&self) -> Option<crate::Dependency> {
+        None
+    }
     async fn retrieve(&self, ctx: &RequestCtx, limit: usize) -> Result<Vec<Hit>, ComponentError>;
 }
 

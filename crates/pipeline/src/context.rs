@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use crate::breaker::Breakers;
 use crate::cpu::CpuPool;
 use crate::faults::Faults;
 
@@ -67,6 +68,8 @@ pub struct Env {
     pub popular_per_category: usize,
     /// Injected dependency faults (chaos tests, game days).
     pub faults: Arc<Faults>,
+    /// Circuit breakers of the dependencies, shared by every request.
+    pub breakers: Arc<Breakers>,
 }
 
 impl Env {
@@ -79,6 +82,7 @@ impl Env {
             popular_size: 1000,
             popular_per_category: 200,
             faults: Arc::default(),
+            breakers: Arc::default(),
         }
     }
 }

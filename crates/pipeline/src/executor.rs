@@ -1,6 +1,7 @@
 //! The one executor: runs a surface's components in order under deadlines, records timings
 //! and metrics, applies fail-open / fail-closed policy, and falls back to the popular list.
 
+use crate::breaker::Admit;
 use crate::candidate::{
     Candidate, Candidates, FeatureBlock, Hit, MAX_SOURCES, Placement, Reason, StageScore,
 };
@@ -9,7 +10,7 @@ use crate::component::{
     SideEffect,
 };
 use crate::context::{Env, Query, RequestCtx};
-use crate::faults::{Dependency, Faults};
+use crate::faults::Dependency;
 use cascade_core::{Idx, NONE_IDX};
 use cascade_features::FeatureSchema;
 use futures::future::join_all;
@@ -185,14 +186,10 @@ impl Pipeline {
             .iter()
             .any(|s| s.dependency() == Some(Dependency::Ranker));
         let (features, ranker) = tokio::join!(
-            probe(
-                &env.faults,
-                Dependency::Features,
-                self.budgets.hydrate.min(left)
-            ),
+            probe(env, Dependency::Features, self.budgets.hydrate.min(left)),
             async {
                 if needs_ranker {
-                    probe(&env.faults, Dependency::Ranker, self.budgets.rank.min(left)).await
+                    probe(env, Dependency::Ranker, self.budgets.rank.min(left)).await
                 } else {
                     Ok(())
                 }
@@ -419,6 +416,7 @@ impl Pipeline {
             let pool = env.pool.clone();
             let (ps, pc) = (env.popular_size, env.popular_per_category);
             let faults = env.faults.clone();
+            let breakers = env.breakers.clone();
             let built = env
                 .pool
                 .run(move || {
@@ -429,6 +427,7 @@ impl Pipeline {
                         popular_size: ps,
                         popular_per_category: pc,
                         faults,
+                        breakers,
                     };
                     RequestCtx::build(&env, query, started, deadline)
                 })
@@ -449,10 +448,18 @@ impl Pipeline {
             let ctx = ctx.clone();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let budget = slot.timeout.min(remaining);
+            let breaker = slot.source.dependency().map(|d| env.breakers.get(d));
             async move {
                 let t = Instant::now();
+                // An open breaker skips the source at once instead of paying its timeout.
+                if breaker.is_some_and(|b| b.admit() == Admit::Skip) {
+                    return (None, t.elapsed());
+                }
                 let r = tokio::time::timeout(budget, slot.source.retrieve(&ctx, slot.limit)).await;
-                (r, t.elapsed())
+                if let Some(b) = breaker {
+                    b.record(matches!(r, Ok(Ok(_))));
+                }
+                (Some(r), t.elapsed())
             }
         });
         let results = join_all(futs).await;
@@ -462,16 +469,20 @@ impl Pipeline {
             metrics::histogram!("cascade_source_seconds", "surface" => surface.clone(), "source" => name.to_string())
                 .record(took.as_secs_f64());
             match r {
-                Ok(Ok(mut hits)) => {
+                None => {
+                    degraded.push(format!("source:{name}:circuit_open"));
+                    lists.push(Vec::new());
+                }
+                Some(Ok(Ok(mut hits))) => {
                     hits.truncate(slot.limit);
                     lists.push(hits);
                 }
-                Ok(Err(e)) => {
+                Some(Ok(Err(e))) => {
                     tracing::warn!(source = name, error = %e, "candidate source failed");
                     degraded.push(format!("source:{name}:error"));
                     lists.push(Vec::new());
                 }
-                Err(_) => {
+                Some(Err(_)) => {
                     degraded.push(format!("source:{name}:timeout"));
                     lists.push(Vec::new());
                 }
@@ -946,13 +957,20 @@ impl From<crate::cpu::CpuError> for ComponentError {
     }
 }
 
-/// Waits for `dep` under `budget`: `Err("error")` if it fails, `Err("timeout")` if it is late.
-async fn probe(faults: &Faults, dep: Dependency, budget: Duration) -> Result<(), &'static str> {
-    match tokio::time::timeout(budget, faults.before_async(dep)).await {
+/// Waits for `dep` under `budget` through its circuit breaker: `Err("error")` if it fails,
+/// `Err("timeout")` if it is late, `Err("circuit_open")` (at once) while its breaker is open.
+async fn probe(env: &Env, dep: Dependency, budget: Duration) -> Result<(), &'static str> {
+    let breaker = env.breakers.get(dep);
+    if breaker.admit() == Admit::Skip {
+        return Err("circuit_open");
+    }
+    let out = match tokio::time::timeout(budget, env.faults.before_async(dep)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("error"),
         Err(_) => Err("timeout"),
-    }
+    };
+    breaker.record(out.is_ok());
+    out
 }
 
 /// Appends each candidate's score and rank (by score, best first) under `stage`.

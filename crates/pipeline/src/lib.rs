@@ -4,6 +4,7 @@
 //! [`SideEffect`], [`Explainer`]) hold business logic only. The [`Pipeline`] executor owns
 //! deadlines, concurrency, metrics, tracing and the fail-open / fail-closed policy.
 
+mod breaker;
 mod candidate;
 mod component;
 mod context;
@@ -13,6 +14,7 @@ mod faults;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use breaker::{Admit, Breaker, Breakers};
 pub use candidate::{
     Candidate, Candidates, FeatureBlock, Hit, MAX_SOURCES, Placement, Reason, Removal, StageScore,
 };

@@ -228,10 +228,23 @@ impl Default for RankerSection {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-#[derive(Default)]
 pub struct PipelineSection {
     /// Threads of the CPU pool for pipeline stages (0 = number of cores).
     pub cpu_threads: usize,
+    /// Consecutive failures of a dependency that open its circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker skips its dependency before one trial call.
+    pub breaker_cooldown_ms: u64,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self {
+            cpu_threads: 0,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 1000,
+        }
+    }
 }
 
 /// One surface: its ordered components and budgets.

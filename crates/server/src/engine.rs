@@ -389,6 +389,10 @@ impl Engine {
             popular_size: config.models.popular_size,
             popular_per_category: config.models.popular_per_category,
             faults: Arc::default(),
+            breakers: Arc::new(cascade_pipeline::Breakers::new(
+                config.pipeline.breaker_failures,
+                Duration::from_millis(config.pipeline.breaker_cooldown_ms),
+            )),
         };
         let pipelines = config
             .surfaces

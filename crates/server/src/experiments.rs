@@ -147,6 +147,7 @@ fn arm_env(base: &Env, models: &Arc<ModelStore>) -> Env {
         popular_size: base.popular_size,
         popular_per_category: base.popular_per_category,
         faults: base.faults.clone(),
+        breakers: base.breakers.clone(),
     }
 }
 

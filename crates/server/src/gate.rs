@@ -137,6 +137,7 @@ fn serve_window(
         popular_size: config.models.popular_size,
         popular_per_category: config.models.popular_per_category,
         faults: Arc::default(),
+        breakers: Arc::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

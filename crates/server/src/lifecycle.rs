@@ -171,6 +171,7 @@ impl Engine {
             popular_size: self.env.popular_size,
             popular_per_category: self.env.popular_per_category,
             faults: Arc::default(),
+            breakers: Arc::default(),
         };
         // A few real users (the first ones) and a cold one.
         let users: Vec<String> = {

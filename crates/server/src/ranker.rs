@@ -182,6 +182,7 @@ fn list_env(config: &Config, state: &Arc<State>) -> Result<(Env, Arc<Pipeline>),
         popular_size: config.models.popular_size,
         popular_per_category: config.models.popular_per_category,
         faults: Arc::default(),
+        breakers: Arc::default(),
     };
     Ok((env, pipeline))
 }

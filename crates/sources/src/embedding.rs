@@ -134,6 +134,10 @@ impl CandidateSource for EmbeddingSource {
         "picked_for_you"
     }
 
+    fn dependency(&self) -> Option<cascade_pipeline::Dependency> {
+        Some(cascade_pipeline::Dependency::Ann)
+    }
+
     async fn retrieve(&self, ctx: &RequestCtx, limit: usize) -> Result<Vec<Hit>, ComponentError> {
         // The ANN index is a dependency that can fail or slow down (injected faults too).
         ctx.faults
