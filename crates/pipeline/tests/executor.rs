@@ -445,3 +445,77 @@ async fn the_pre_ranker_cuts_and_a_failing_heavy_ranker_leaves_its_order() {
     assert_eq!(items(&r)[..3], [1, 2, 3], "pre-ranker order stands");
     assert_eq!(r.degraded, vec!["scorer:reverse:unavailable".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_pre_ranker_leaves_retrieval_score_order() {
+    let env = env(40);
+    let mut p = Arc::try_unwrap(pipeline(
+        vec![Arc::new(Fixed("a", vec![7, 3, 9, 1]))],
+        vec![],
+        200,
+        100,
+    ))
+    .expect("sole owner");
+    p.prerank = Some(Arc::new(Reverse(true)));
+    p.scorers = vec![Arc::new(Reverse(true))];
+    let r = Arc::new(p)
+        .execute(&env, Query::new("test", "u", 4, 10_000))
+        .await;
+    // Every ranking rung failed: the order is the source's own (its scores 100, 99, ...).
+    assert_eq!(items(&r), [7, 3, 9, 1]);
+    assert!(
+        r.degraded.iter().all(|d| d.starts_with("scorer:reverse")),
+        "{:?}",
+        r.degraded
+    );
+}
+
+/// A scorer that holds its CPU thread far past any deadline.
+struct Stuck;
+impl Scorer for Stuck {
+    fn name(&self) -> &str {
+        "stuck"
+    }
+    fn score(&self, _: &RequestCtx, _: &Candidates, _: &mut [f32]) -> Result<(), ComponentError> {
+        std::thread::sleep(Duration::from_millis(400));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_stage_past_its_deadline_answers_with_the_popular_list_in_time() {
+    let env = env(40);
+    let mut p = Arc::try_unwrap(pipeline(
+        vec![Arc::new(Fixed("a", vec![2, 4, 6]))],
+        vec![],
+        100,
+        100,
+    ))
+    .expect("sole owner");
+    p.scorers = vec![Arc::new(Stuck)];
+    let t = Instant::now();
+    let r = Arc::new(p)
+        .execute(&env, Query::new("test", "u", 5, 10_000))
+        .await;
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "inside the 100 ms deadline: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(r.items.len(), 5, "the popular list, filtered");
+    assert!(
+        r.degraded.contains(&"stage:rank:timeout".to_string()),
+        "{:?}",
+        r.degraded
+    );
+    assert!(
+        r.degraded.contains(&"fallback:popular".to_string()),
+        "{:?}",
+        r.degraded
+    );
+    assert!(
+        r.items
+            .iter()
+            .all(|c| c.placed == cascade_pipeline::Placement::Fallback)
+    );
+}
