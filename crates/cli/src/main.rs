@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_ann;
+mod bench_fresh;
 mod bench_rank;
 mod eval;
 mod experiments;
@@ -123,6 +124,8 @@ enum BenchKind {
     /// The ranking stage (hydration, pre-ranker, GBDT) per request on one core, and GBDT
     /// inference alone on the pre-ranker's survivors.
     Rank(bench_rank::RankArgs),
+    /// Event-to-effect latency: a like's neighbours appear, a hidden item vanishes.
+    Freshness(bench_fresh::FreshArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -224,6 +227,10 @@ fn main() -> anyhow::Result<()> {
             what: Some(BenchKind::Rank(a)),
             ..
         } => bench_rank::run(a),
+        Command::Bench {
+            what: Some(BenchKind::Freshness(a)),
+            ..
+        } => bench_fresh::run(a),
         Command::Bench { what: None, args } => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Models(args) => models::run(args),
