@@ -52,10 +52,15 @@ pub fn run(args: FreshArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn recs(client: &reqwest::Client, base: &str, user: &str) -> anyhow::Result<Vec<String>> {
+/// The user's `home` list: each item with the seed item that led to it (explain trace).
+async fn recs(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+) -> anyhow::Result<Vec<(String, Option<String>)>> {
     let v: Value = client
         .get(format!(
-            "{base}/v1/recommendations/home?user_id={user}&n=50"
+            "{base}/v1/recommendations/home?user_id={user}&n=50&explain=true"
         ))
         .send()
         .await?
@@ -65,7 +70,11 @@ async fn recs(client: &reqwest::Client, base: &str, user: &str) -> anyhow::Resul
         .as_array()
         .context("items")?
         .iter()
-        .filter_map(|i| i["item_id"].as_str().map(str::to_string))
+        .filter_map(|i| {
+            let id = i["item_id"].as_str()?.to_string();
+            let seed = i["explain"]["seed_item_id"].as_str().map(str::to_string);
+            Some((id, seed))
+        })
         .collect())
 }
 
@@ -92,7 +101,7 @@ async fn wait_for(
     user: &str,
     t0: Instant,
     max: Duration,
-    done: impl Fn(&[String]) -> bool,
+    done: impl Fn(&[(String, Option<String>)]) -> bool,
 ) -> anyhow::Result<Option<Duration>> {
     loop {
         let r = recs(client, base, user).await?;
@@ -121,16 +130,16 @@ async fn trials(base: &str, users: &[String], args: &FreshArgs) -> anyhow::Resul
         if before.len() < 20 {
             continue;
         }
-        // Like an item from deep in the list; its nearest neighbours not yet shown are the
-        // effect to wait for.
-        let liked = before[rng.random_range(10..before.len())].clone();
+        // Like an item from deep in the list; the effect waited for is a neighbour not shown
+        // before, found because of this like (the trace names it as the seed).
+        let liked = before[rng.random_range(10..before.len())].0.clone();
         let sim: Value = client
             .get(format!("{base}/v1/items/{liked}/similar?n=10"))
             .send()
             .await?
             .json()
             .await?;
-        let shown: HashSet<&String> = before.iter().collect();
+        let shown: HashSet<&String> = before.iter().map(|(i, _)| i).collect();
         let fresh: HashSet<String> = sim["items"]
             .as_array()
             .into_iter()
@@ -142,23 +151,24 @@ async fn trials(base: &str, users: &[String], args: &FreshArgs) -> anyhow::Resul
         post(&client, base, "like", &user, &liked).await?;
         ack.record(t0.elapsed().as_micros() as u64)?;
         if !fresh.is_empty() {
-            match wait_for(&client, base, &user, t0, max, |r| {
-                r.iter().any(|i| fresh.contains(i))
-            })
-            .await?
-            {
+            let by_like = |r: &[(String, Option<String>)]| {
+                r.iter()
+                    .any(|(i, seed)| fresh.contains(i) && seed.as_deref() == Some(liked.as_str()))
+            };
+            match wait_for(&client, base, &user, t0, max, by_like).await? {
                 Some(d) => like.record(d.as_micros() as u64)?,
                 None => like_none += 1,
             }
         }
         // Hide the first item shown: it must vanish.
         let now = recs(&client, base, &user).await?;
-        let Some(top) = now.first().cloned() else {
+        let Some((top, _)) = now.first().cloned() else {
             continue;
         };
         let t0 = Instant::now();
         post(&client, base, "hide", &user, &top).await?;
-        match wait_for(&client, base, &user, t0, max, |r| !r.contains(&top)).await? {
+        let gone = |r: &[(String, Option<String>)]| r.iter().all(|(i, _)| *i != top);
+        match wait_for(&client, base, &user, t0, max, gone).await? {
             Some(d) => hide.record(d.as_micros() as u64)?,
             None => hide_none += 1,
         }
@@ -171,7 +181,7 @@ async fn trials(base: &str, users: &[String], args: &FreshArgs) -> anyhow::Resul
         ms(&ack, 0.99)
     );
     println!(
-        "like -> a neighbour of the liked item appears: {} trials, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; no effect within {} ms: {}",
+        "like -> a neighbour of the liked item appears, seeded by it: {} trials, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; no effect within {} ms: {}",
         like.len(),
         ms(&like, 0.5),
         ms(&like, 0.99),
