@@ -52,7 +52,8 @@ pub fn run(args: FreshArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The user's `home` list: each item with the seed item that led to it (explain trace).
+/// The user's `home` list: each item with the seed item that led to it (explain trace); items
+/// an exploration slot placed carry no seed here, since chance, not the event, put them there.
 async fn recs(
     client: &reqwest::Client,
     base: &str,
@@ -72,7 +73,10 @@ async fn recs(
         .iter()
         .filter_map(|i| {
             let id = i["item_id"].as_str()?.to_string();
-            let seed = i["explain"]["seed_item_id"].as_str().map(str::to_string);
+            let seed = i["explain"]["seed_item_id"]
+                .as_str()
+                .filter(|_| i["placed_by"] == "ranked")
+                .map(str::to_string);
             Some((id, seed))
         })
         .collect())
