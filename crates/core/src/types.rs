@@ -331,7 +331,12 @@ impl EventIn {
     /// Validates and converts to the stored form; `now` stamps events without a timestamp.
     pub fn into_event(self, now: Millis) -> Result<Event, FieldError> {
         check_id("user_id", &self.user_id)?;
-        let target = if self.kind == EventKind::Follow {
+        // A follow names a creator; a hide may name one instead of an item.
+        let creator_target = self.kind == EventKind::Follow
+            || (self.kind == EventKind::Hide
+                && self.item_id.is_none()
+                && self.creator_id.is_some());
+        let target = if creator_target {
             match (self.creator_id, self.item_id) {
                 (Some(c), _) => {
                     check_id("creator_id", &c)?;

@@ -109,6 +109,8 @@ pub struct UserState {
     pub engaged: Vec<(Idx, u32)>,
     /// Items the user hid, sorted.
     pub hidden_items: Vec<Idx>,
+    /// Creators the user hid (directly, or by hiding one of their items), sorted.
+    pub hidden_creators: Vec<Idx>,
     /// Impressions (item, time in seconds), oldest first, the newest `MAX_SHOWN` kept: what
     /// frequency caps count.
     pub shown: Vec<(Idx, u32)>,
@@ -579,6 +581,10 @@ impl Inner {
         let user = self.intern_user(&e.user_id);
         match &e.target {
             Target::Creator(c) => {
+                if e.kind == EventKind::Hide {
+                    let c = self.creators.intern(c);
+                    insert_sorted(&mut self.user_states[user as usize].hidden_creators, c);
+                }
                 if e.kind == EventKind::Follow {
                     let c = self.creators.intern(c);
                     let f = &mut self.user_states[user as usize].follows;
@@ -642,11 +648,17 @@ impl Inner {
                     self.fold_pairs.push((item, user));
                 }
                 let cap = self.config.history_cap;
+                let creator = self
+                    .item_hot
+                    .get(item as usize)
+                    .map_or(NONE_IDX, |h| h.creator);
                 let st = &mut self.user_states[user as usize];
-                if e.kind == EventKind::Hide
-                    && let Err(p) = st.hidden_items.binary_search(&item)
-                {
-                    st.hidden_items.insert(p, item);
+                if e.kind == EventKind::Hide {
+                    // Hiding an item says "not this, and not from them": its creator goes too.
+                    insert_sorted(&mut st.hidden_items, item);
+                    if creator != NONE_IDX {
+                        insert_sorted(&mut st.hidden_creators, creator);
+                    }
                 }
                 if e.kind.is_positive() {
                     first_time(&mut st.engaged, item, ts_s);
@@ -688,6 +700,13 @@ pub struct ItemStats {
     pub watches: u32,
     /// Sum of watched fractions over `watches`.
     pub watch_fraction: f32,
+}
+
+/// Inserts `x` into a sorted list unless present.
+fn insert_sorted(v: &mut Vec<Idx>, x: Idx) {
+    if let Err(p) = v.binary_search(&x) {
+        v.insert(p, x);
+    }
 }
 
 /// Records `item` at `ts_s` in a by-item list, keeping the earliest time.

@@ -3,7 +3,8 @@
 use cascade_pipeline::{Candidates, ComponentError, FailMode, Filter, Removal, RequestCtx};
 
 /// Removes items that must never be shown: unknown, deleted or hidden items, items the user
-/// hid, and mature items for users who have not opted in (`attributes.allow_mature = true`).
+/// hid and items by creators the user hid (by name, or by hiding one of their items), and
+/// mature items for users who have not opted in (`attributes.allow_mature = true`).
 /// Fails closed: if it cannot decide, the executor removes everything it was asked about.
 #[derive(Debug, Default)]
 pub struct SafetyFilter;
@@ -26,11 +27,9 @@ impl Filter for SafetyFilter {
             .and_then(|a| a.get("allow_mature"))
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false);
-        let hidden_by_user = ctx
-            .user
-            .idx
-            .and_then(|u| g.user(u))
-            .map(|u| u.hidden_items.as_slice());
+        let user = ctx.user.idx.and_then(|u| g.user(u));
+        let hidden_by_user = user.map(|u| u.hidden_items.as_slice());
+        let creators_hidden = user.map_or(&[][..], |u| u.hidden_creators.as_slice());
         let mut out = Vec::new();
         for (index, c) in cands.items.iter().enumerate() {
             let h = g.hot(c.item);
@@ -42,6 +41,10 @@ impl Filter for SafetyFilter {
                 Some("mature")
             } else if hidden_by_user.is_some_and(|v| v.binary_search(&c.item).is_ok()) {
                 Some("hidden_by_user")
+            } else if !creators_hidden.is_empty()
+                && creators_hidden.binary_search(&h.creator).is_ok()
+            {
+                Some("creator_hidden_by_user")
             } else {
                 None
             };

@@ -214,6 +214,11 @@ impl Selector for WindowDiversity {
                 (usize::from(c.slot), cats, creator)
             })
             .collect();
+        let locked_sponsored = cands
+            .items
+            .iter()
+            .filter(|c| c.placed.locked() && usize::from(c.slot) < n && is_sponsored(c))
+            .count();
         let mut fk: Vec<([Idx; 2], Idx)> = Vec::new();
         let mut fs: Vec<bool> = Vec::new();
         // Twice `n` slots, so a later selector (sponsored limits) has rule-keeping spares.
@@ -223,7 +228,14 @@ impl Selector for WindowDiversity {
                 fk.extend(free.iter().map(key));
                 fs.extend(free.iter().map(is_sponsored));
             }
-            let placed_sponsored = out.iter().filter(|c| is_sponsored(c)).count();
+            // Locked sponsored items count from the start, wherever their slots are: the
+            // `sponsored` selector after this one would otherwise drop a free one and shift
+            // the list.
+            let placed_sponsored = locked_sponsored
+                + out
+                    .iter()
+                    .filter(|c| !c.placed.locked() && is_sponsored(c))
+                    .count();
             let lo = slot.saturating_sub(window.saturating_sub(1));
             let behind = out[lo.min(out.len())..].iter().map(key);
             let later = ahead
@@ -317,8 +329,20 @@ impl Selector for Mmr {
             (norm > 0.0).then(|| v.iter().map(|x| x / norm).collect::<Vec<f32>>())
         };
         let slots = (2 * n).min(cands.items.len());
+        let locked_sponsored = cands
+            .items
+            .iter()
+            .filter(|c| c.placed.locked() && usize::from(c.slot) < n && is_sponsored(c))
+            .count();
         fill(cands, n, slots, false, |out, free, taken, slot| {
-            let placed_sponsored = out.iter().filter(|c| is_sponsored(c)).count();
+            // Locked sponsored items count from the start, wherever their slots are: the
+            // `sponsored` selector after this one would otherwise drop a free one and shift
+            // the list.
+            let placed_sponsored = locked_sponsored
+                + out
+                    .iter()
+                    .filter(|c| !c.placed.locked() && is_sponsored(c))
+                    .count();
             let allowed = |k: usize| {
                 !taken[k] && sponsored_ok(spons, slot, placed_sponsored, is_sponsored(&free[k]))
             };

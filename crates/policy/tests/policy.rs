@@ -27,9 +27,13 @@ fn removed(r: Vec<cascade_pipeline::Removal>, c: &Candidates) -> Vec<(u32, &'sta
 
 #[test]
 fn safety_removes_hidden_mature_deleted_and_user_hidden_items() {
-    let mut items: Vec<_> = (0..5).map(|n| item(n, "A", "c")).collect();
+    let mut items: Vec<_> = (0..6).map(|n| item(n, "A", "c")).collect();
     items[1].hidden = true;
     items[2].mature = true;
+    // Hiding item 3 hides its creator `c3` (item 5 too); creator `c4` is hidden by name.
+    items[3].creator_id = Some("c3".into());
+    items[5].creator_id = Some("c3".into());
+    items[4].creator_id = Some("c4".into());
     let users = vec![
         User {
             id: "kid".into(),
@@ -42,12 +46,18 @@ fn safety_removes_hidden_mature_deleted_and_user_hidden_items() {
             follows: vec![],
         },
     ];
+    let mut hide_creator = event(Hide, "kid", 0, 10);
+    hide_creator.target = cascade_core::Target::Creator("c4".into());
     let env = world(
         items,
         users,
-        vec![event(Hide, "kid", 3, 10), event(Click, "x", 9, 10)],
+        vec![
+            event(Hide, "kid", 3, 10),
+            hide_creator,
+            event(Click, "x", 9, 10),
+        ],
     );
-    let c = cands(&[0, 1, 2, 3, 4, 99]);
+    let c = cands(&[0, 1, 2, 3, 4, 5, 99]);
     let kid = removed(
         SafetyFilter
             .filter(&ctx(&env, query("kid", 5, 100)), &c)
@@ -60,6 +70,8 @@ fn safety_removes_hidden_mature_deleted_and_user_hidden_items() {
             (1, "hidden"),
             (2, "mature"),
             (3, "hidden_by_user"),
+            (4, "creator_hidden_by_user"),
+            (5, "creator_hidden_by_user"),
             (99, "unknown_or_deleted")
         ]
     );
@@ -70,8 +82,8 @@ fn safety_removes_hidden_mature_deleted_and_user_hidden_items() {
         &c,
     );
     assert_eq!(adult, vec![(1, "hidden"), (99, "unknown_or_deleted")]);
-    // Items only seen in events (never upserted) are unknown too.
-    let c = cands(&[5]);
+    // Items only seen in events (never upserted; `i9` got index 6) are unknown too.
+    let c = cands(&[6]);
     assert_eq!(
         SafetyFilter
             .filter(&ctx(&env, query("adult", 5, 100)), &c)

@@ -172,7 +172,7 @@ fn build(specs: &[Spec], likes: &[(u8, u8)], pin: u32, list: &[u8]) -> Env {
         .iter()
         .map(|&(u, i)| event(EventKind::Like, &format!("crowd{u}"), u32::from(i % n), 100))
         .collect();
-    // The kid consumed item 1 and hid item 2.
+    // The kid consumed item 1 and hid item 2 (and with it, its creator).
     events.push(event(EventKind::Like, "kid", 1 % u32::from(n), 200));
     events.push(event(EventKind::Hide, "kid", 2 % u32::from(n), 200));
     let env = world(items, users, events);
@@ -197,7 +197,7 @@ fn allowed(specs: &[Spec], user: &str, item: usize) -> bool {
         && (!s.mature || user == "adult")
         && s.creator != 5
         && item != 0
-        && !(user == "kid" && (item == 1 % n || item == 2 % n))
+        && !(user == "kid" && (item == 1 % n || item == 2 % n || s.creator == specs[2 % n].creator))
 }
 
 proptest! {

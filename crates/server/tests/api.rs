@@ -355,6 +355,33 @@ async fn feedback_hides_and_deletes_take_effect_at_once() {
     assert_eq!(st, 200);
     let (_, r) = s.get("/v1/recommendations/home?user_id=u1&n=20").await;
     assert!(!ids(&r).contains(&top));
+    // ...and so does everything by its creator (seed_world: creator of `iN` is `c{N % 5}`).
+    let creator_of = |id: &str| id[1..].parse::<usize>().map(|n| n % 5).expect("id");
+    let gone = creator_of(&top);
+    assert!(
+        ids(&r).iter().all(|i| creator_of(i) != gone),
+        "{:?}",
+        ids(&r)
+    );
+    // A creator can be hidden by name too.
+    let keep = ids(&r)[0].clone();
+    let named = format!("c{}", creator_of(&keep));
+    let (st, body) = s
+        .post(
+            "/v1/events",
+            json!({"events": [{"type": "hide", "user_id": "u1", "creator_id": named}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (_, r) = s.get("/v1/recommendations/home?user_id=u1&n=20").await;
+    assert!(!ids(&r).is_empty());
+    assert!(
+        ids(&r)
+            .iter()
+            .all(|i| creator_of(i) != creator_of(&keep) && creator_of(i) != gone),
+        "{:?}",
+        ids(&r)
+    );
     // An operator hides another item for everyone; then deletes a third.
     let (_, r) = s.get("/v1/recommendations/home?user_id=u2&n=5").await;
     let (a, b) = (ids(&r)[0].clone(), ids(&r)[1].clone());
