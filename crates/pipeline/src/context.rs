@@ -73,6 +73,20 @@ pub struct Env {
 }
 
 impl Env {
+    /// The same environment serving `models` instead (an experiment arm's pinned bundle, a
+    /// bundle under validation); state, pool, faults and breakers are shared.
+    pub fn with_models(&self, models: Arc<ModelStore>) -> Self {
+        Self {
+            state: self.state.clone(),
+            models,
+            pool: self.pool.clone(),
+            popular_size: self.popular_size,
+            popular_per_category: self.popular_per_category,
+            faults: self.faults.clone(),
+            breakers: self.breakers.clone(),
+        }
+    }
+
     /// Wires an environment, building the first models from `state`.
     pub fn new(state: Arc<State>, models: Arc<ModelStore>, pool: Arc<CpuPool>) -> Self {
         Self {

@@ -177,6 +177,15 @@ pub struct WindowDiversity {
     pub sponsored: Option<SponsoredConfig>,
 }
 
+/// Locked items among the first `n` slots that satisfy `pred`.
+fn locked_count(cands: &Candidates, n: usize, pred: &impl Fn(&Candidate) -> bool) -> usize {
+    cands
+        .items
+        .iter()
+        .filter(|c| c.placed.locked() && usize::from(c.slot) < n && pred(c))
+        .count()
+}
+
 /// Sponsored limits while filling slots: `ok(slot, placed, is_sponsored)`.
 fn sponsored_ok(cfg: Option<SponsoredConfig>, slot: usize, placed: usize, is: bool) -> bool {
     match cfg {
@@ -214,11 +223,7 @@ impl Selector for WindowDiversity {
                 (usize::from(c.slot), cats, creator)
             })
             .collect();
-        let locked_sponsored = cands
-            .items
-            .iter()
-            .filter(|c| c.placed.locked() && usize::from(c.slot) < n && is_sponsored(c))
-            .count();
+        let locked_sponsored = locked_count(cands, n, &is_sponsored);
         let mut fk: Vec<([Idx; 2], Idx)> = Vec::new();
         let mut fs: Vec<bool> = Vec::new();
         // Twice `n` slots, so a later selector (sponsored limits) has rule-keeping spares.
@@ -329,11 +334,7 @@ impl Selector for Mmr {
             (norm > 0.0).then(|| v.iter().map(|x| x / norm).collect::<Vec<f32>>())
         };
         let slots = (2 * n).min(cands.items.len());
-        let locked_sponsored = cands
-            .items
-            .iter()
-            .filter(|c| c.placed.locked() && usize::from(c.slot) < n && is_sponsored(c))
-            .count();
+        let locked_sponsored = locked_count(cands, n, &is_sponsored);
         fill(cands, n, slots, false, |out, free, taken, slot| {
             // Locked sponsored items count from the start, wherever their slots are: the
             // `sponsored` selector after this one would otherwise drop a free one and shift

@@ -115,7 +115,7 @@ pub fn build(
                 })?),
                 None => None,
             };
-            let env = models.as_ref().map(|m| arm_env(base, m));
+            let env = models.as_ref().map(|m| base.with_models(m.clone()));
             arms.push(Arm {
                 name: a.name.clone(),
                 key: format!("{}:{}", x.name, a.name),
@@ -136,19 +136,6 @@ pub fn build(
         });
     }
     Ok(out)
-}
-
-/// The engine's environment with an arm's own models.
-fn arm_env(base: &Env, models: &Arc<ModelStore>) -> Env {
-    Env {
-        state: base.state.clone(),
-        models: models.clone(),
-        pool: base.pool.clone(),
-        popular_size: base.popular_size,
-        popular_per_category: base.popular_per_category,
-        faults: base.faults.clone(),
-        breakers: base.breakers.clone(),
-    }
 }
 
 /// A proportion with its 95 % Wilson interval.

@@ -4,14 +4,13 @@
 //! reaches back into the active bundle's training data, so neither model has seen it.
 
 use crate::config::Config;
-use crate::engine::{build_pipeline, models_from_bundle_with, new_state};
+use crate::engine::{models_from_bundle_with, new_state};
 use crate::error::ServerError;
 use crate::{ranker, training};
 use cascade_core::{EventKind, Millis, Mutation, Target};
 use cascade_features::State;
-use cascade_index::ModelStore;
 use cascade_index::bundle::{Bundle, GateMetrics};
-use cascade_pipeline::{CpuPool, Env, Query};
+use cascade_pipeline::Query;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -126,19 +125,8 @@ fn serve_window(
     users: &[(String, HashSet<String>)],
     now: Millis,
 ) -> Result<(f64, f64), ServerError> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let pool = Arc::new(CpuPool::new(threads).map_err(|e| ServerError::Io(e.to_string()))?);
+    let (env, pipeline) = ranker::offline_env(config, state, models)?;
     let surface = &config.models.ranker.surface;
-    let pipeline = Arc::new(build_pipeline(config, surface, None, &pool)?);
-    let env = Env {
-        state: state.clone(),
-        models: Arc::new(ModelStore::new(models)),
-        pool,
-        popular_size: config.models.popular_size,
-        popular_per_category: config.models.popular_per_category,
-        faults: Arc::default(),
-        breakers: Arc::default(),
-    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,7 +5,7 @@ use crate::engine::{Engine, models_from_bundle_with};
 use crate::error::ServerError;
 use cascade_index::bundle::{Bundle, Manifest, models_dir};
 use cascade_index::{ModelStore, Models};
-use cascade_pipeline::{Dependency, Env, FeatureBlock, Query};
+use cascade_pipeline::{Dependency, FeatureBlock, Query};
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -164,15 +164,9 @@ impl Engine {
             return Ok(0);
         };
         ranker.validate().map_err(|e| format!("ranker: {e}"))?;
-        let probe_env = Env {
-            state: self.env.state.clone(),
-            models: Arc::new(ModelStore::new(models.clone_shallow())),
-            pool: self.env.pool.clone(),
-            popular_size: self.env.popular_size,
-            popular_per_category: self.env.popular_per_category,
-            faults: Arc::default(),
-            breakers: Arc::default(),
-        };
+        let probe_env = self
+            .env
+            .with_models(Arc::new(ModelStore::new(models.clone_shallow())));
         // A few real users (the first ones) and a cold one.
         let users: Vec<String> = {
             let g = self.env.state.read();

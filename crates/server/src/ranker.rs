@@ -20,8 +20,8 @@ use crate::error::ServerError;
 use cascade_core::{Event, Millis, Mutation, Target};
 use cascade_features::State;
 use cascade_gbdt::{Lists as GbdtLists, Model, mean_ndcg};
-use cascade_index::ModelStore;
 use cascade_index::bundle::RankerMetrics;
+use cascade_index::{ModelStore, Models};
 use cascade_pipeline::{Candidates, CpuPool, Env, Pipeline, Query};
 use std::collections::HashMap;
 use std::path::Path;
@@ -166,7 +166,17 @@ pub struct ListEnv {
 /// Models trained on `state`, an environment over them, and the ranker surface's pipeline
 /// (without side effects): what both kinds of lists are built with.
 fn list_env(config: &Config, state: &Arc<State>) -> Result<(Env, Arc<Pipeline>), ServerError> {
-    let models = build_models(state, config, true, None);
+    offline_env(config, state, build_models(state, config, true, None))
+}
+
+/// An environment of its own (CPU pool included) serving `models` over `state`, and the ranker
+/// surface's pipeline without side effects: for offline work (ranker lists, the promotion
+/// gate) that replays requests outside a running engine.
+pub fn offline_env(
+    config: &Config,
+    state: &Arc<State>,
+    models: Models,
+) -> Result<(Env, Arc<Pipeline>), ServerError> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = Arc::new(CpuPool::new(threads).map_err(|e| ServerError::Io(e.to_string()))?);
     let pipeline = Arc::new(build_pipeline(
