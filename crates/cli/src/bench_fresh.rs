@@ -24,6 +24,10 @@ pub struct FreshArgs {
     max_wait_ms: u64,
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Scale-out: a second replica on this data dir (same config, which must put both on
+    /// the bus); events are posted to the first, recommendations read from the second.
+    #[arg(long)]
+    replica_data_dir: Option<PathBuf>,
 }
 
 pub fn run(args: FreshArgs) -> anyhow::Result<()> {
@@ -31,25 +35,54 @@ pub fn run(args: FreshArgs) -> anyhow::Result<()> {
     let mut cfg = cascade_server::Config::load(args.config.as_deref())?;
     cfg.data_dir = args.data_dir.clone();
     rt.block_on(async move {
-        let engine = cascade_server::Engine::open_async(cfg).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(cascade_server::serve(engine.clone(), listener, async {
-            let _ = stop_rx.await;
-        }));
+        let (engine, write_base, write_stop, write_server) = start(cfg.clone()).await?;
+        let replica = match &args.replica_data_dir {
+            Some(dir) => {
+                let mut c = cfg.clone();
+                c.data_dir = dir.clone();
+                Some(start(c).await?)
+            }
+            None => None,
+        };
+        let read_base = replica.as_ref().map_or(write_base.clone(), |r| r.1.clone());
         let users: Vec<String> = {
             let g = engine.env.state.read();
             (0..g.users.len().min(5000))
                 .filter_map(|u| g.users.name(u as u32).map(str::to_string))
                 .collect()
         };
-        let out = trials(&base, &users, &args).await;
-        let _ = stop_tx.send(());
-        let _ = server.await;
-        engine.close().await;
+        let out = trials(&write_base, &read_base, &users, &args).await;
+        for (e, _, stop, server) in replica.into_iter().chain(std::iter::once((
+            engine,
+            write_base,
+            write_stop,
+            write_server,
+        ))) {
+            let _ = stop.send(());
+            let _ = server.await;
+            e.close().await;
+        }
         out
     })
+}
+
+type Started = (
+    std::sync::Arc<cascade_server::Engine>,
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), cascade_server::ServerError>>,
+);
+
+/// Opens an engine and serves it on a free port.
+async fn start(cfg: cascade_server::Config) -> anyhow::Result<Started> {
+    let engine = cascade_server::Engine::open_async(cfg).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cascade_server::serve(engine.clone(), listener, async {
+        let _ = stop_rx.await;
+    }));
+    Ok((engine, base, stop_tx, server))
 }
 
 /// The user's `home` list: each item with the seed item that led to it (explain trace); items
@@ -118,7 +151,9 @@ async fn wait_for(
     }
 }
 
-async fn trials(base: &str, users: &[String], args: &FreshArgs) -> anyhow::Result<()> {
+/// Posts to `write` and reads from `read` (the same server unless measuring scale-out).
+async fn trials(write: &str, read: &str, users: &[String], args: &FreshArgs) -> anyhow::Result<()> {
+    let base = read;
     let client = reqwest::Client::new();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(args.seed);
     let max = Duration::from_millis(args.max_wait_ms);
@@ -152,7 +187,7 @@ async fn trials(base: &str, users: &[String], args: &FreshArgs) -> anyhow::Resul
             .filter(|i| !shown.contains(i) && *i != liked)
             .collect();
         let t0 = Instant::now();
-        post(&client, base, "like", &user, &liked).await?;
+        post(&client, write, "like", &user, &liked).await?;
         ack.record(t0.elapsed().as_micros() as u64)?;
         if !fresh.is_empty() {
             let by_like = |r: &[(String, Option<String>)]| {
@@ -170,7 +205,7 @@ async fn trials(base: &str, users: &[String], args: &FreshArgs) -> anyhow::Resul
             continue;
         };
         let t0 = Instant::now();
-        post(&client, base, "hide", &user, &top).await?;
+        post(&client, write, "hide", &user, &top).await?;
         let gone = |r: &[(String, Option<String>)]| r.iter().all(|(i, _)| *i != top);
         match wait_for(&client, base, &user, t0, max, gone).await? {
             Some(d) => hide.record(d.as_micros() as u64)?,

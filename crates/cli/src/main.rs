@@ -115,6 +115,32 @@ enum Command {
     Models(models::ModelsArgs),
     /// Online metrics per experiment arm, with 95 % intervals and each arm's model.
     Experiments(experiments::ExperimentsArgs),
+    /// The online feature store (`storage.backend = "redis"`).
+    Features {
+        #[command(subcommand)]
+        what: FeaturesCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum FeaturesCmd {
+    /// Write every event in the data dir's log to the Redis feature store (seeds it with the
+    /// history from before the deployment moved to the bus; idempotent).
+    Backfill {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Events per round trip.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Decommission a deployment's scale-out state: delete every Redis key under the
+    /// configured prefix and the configured JetStream stream (with its consumers).
+    Drop {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -235,6 +261,48 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Models(args) => models::run(args),
         Command::Experiments(args) => experiments::run(args),
+        Command::Features {
+            what:
+                FeaturesCmd::Backfill {
+                    data_dir,
+                    config,
+                    batch,
+                },
+        } => {
+            let mut cfg = Config::load(config.as_deref())?;
+            cfg.data_dir = data_dir;
+            let t = Instant::now();
+            let rt = runtime()?;
+            let done = rt.block_on(cascade_server::backfill::backfill(&cfg, batch))?;
+            println!(
+                "backfilled {} events in {} round trips into {} (prefix {}) in {:.1}s",
+                done.events,
+                done.batches,
+                cfg.storage.redis.url,
+                cfg.storage.redis.prefix,
+                t.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Features {
+            what: FeaturesCmd::Drop { config },
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let rt = runtime()?;
+            rt.block_on(async {
+                let state = std::sync::Arc::new(cascade_features::State::new(Default::default()));
+                let store =
+                    cascade_scaleout::RedisStore::connect(cfg.storage.redis.clone(), state).await?;
+                let keys = store.clear().await?;
+                let bus = cascade_scaleout::NatsBus::connect(cfg.bus.nats.clone()).await?;
+                bus.delete_stream().await?;
+                println!(
+                    "deleted {keys} keys under {} and stream {}",
+                    cfg.storage.redis.prefix, cfg.bus.nats.stream
+                );
+                anyhow::Ok(())
+            })
+        }
     }
 }
 

@@ -119,6 +119,35 @@ pub struct UserState {
 }
 
 impl UserState {
+    /// What a request needs of this user as of `now` (`Millis::MAX`: everything applied).
+    pub fn view(&self, idx: Option<Idx>, now: Millis, max_recent: usize) -> UserView {
+        let u = self;
+        let now_s = to_secs(now);
+        let before = if now == Millis::MAX {
+            u.history.len()
+        } else {
+            u.history.partition_point(|i| i.ts_s < now_s)
+        };
+        let start = before.saturating_sub(max_recent);
+        UserView {
+            idx,
+            recent: u.history[start..before].to_vec(),
+            follows: u.follows.clone(),
+            interactions: u
+                .seen
+                .iter()
+                .filter(|&&(_, t)| now == Millis::MAX || t < now_s)
+                .count(),
+            attributes: u.attributes.clone(),
+            segments: u.segments.clone(),
+            first_s: if now == Millis::MAX || u.first_s < now_s {
+                u.first_s
+            } else {
+                0
+            },
+        }
+    }
+
     /// Whether the user interacted with `item` before `now_s`.
     pub fn has_seen(&self, item: Idx, now_s: u32) -> bool {
         match self.seen.binary_search_by_key(&item, |&(i, _)| i) {
@@ -396,30 +425,7 @@ impl Inner {
         let Some(u) = self.user(idx) else {
             return UserView::default();
         };
-        let now_s = to_secs(now);
-        let before = if now == Millis::MAX {
-            u.history.len()
-        } else {
-            u.history.partition_point(|i| i.ts_s < now_s)
-        };
-        let start = before.saturating_sub(max_recent);
-        UserView {
-            idx: Some(idx),
-            recent: u.history[start..before].to_vec(),
-            follows: u.follows.clone(),
-            interactions: u
-                .seen
-                .iter()
-                .filter(|&&(_, t)| now == Millis::MAX || t < now_s)
-                .count(),
-            attributes: u.attributes.clone(),
-            segments: u.segments.clone(),
-            first_s: if now == Millis::MAX || u.first_s < now_s {
-                u.first_s
-            } else {
-                0
-            },
-        }
+        u.view(Some(idx), now, max_recent)
     }
 
     fn intern_item(&mut self, id: &str) -> Idx {

@@ -1,7 +1,7 @@
 //! What every component sees of a request, built once per request.
 
 use cascade_core::{Idx, Millis};
-use cascade_features::{State, UserView};
+use cascade_features::{FeatureStore, Inner, State, UserState, UserView};
 use cascade_index::{ModelStore, Models, PopularLists};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -70,6 +70,9 @@ pub struct Env {
     pub faults: Arc<Faults>,
     /// Circuit breakers of the dependencies, shared by every request.
     pub breakers: Arc<Breakers>,
+    /// The remote online feature store the user's features are read from (one round trip per
+    /// request); `None` reads this replica's own state under its lock.
+    pub store: Option<Arc<dyn FeatureStore>>,
 }
 
 impl Env {
@@ -84,6 +87,7 @@ impl Env {
             popular_per_category: self.popular_per_category,
             faults: self.faults.clone(),
             breakers: self.breakers.clone(),
+            store: self.store.clone(),
         }
     }
 
@@ -97,6 +101,7 @@ impl Env {
             popular_per_category: 200,
             faults: Arc::default(),
             breakers: Arc::default(),
+            store: None,
         }
     }
 }
@@ -106,6 +111,9 @@ impl Env {
 pub struct RequestCtx {
     pub query: Query,
     pub user: UserView,
+    /// The user's features as the remote store returned them (with this replica's profile
+    /// attributes and segments); `None` when they are read from the local state.
+    pub remote: Option<Box<UserState>>,
     /// Resolved `session_item_ids` (unknown ids dropped), oldest first.
     pub session: Vec<Idx>,
     /// Resolved `exclude`, sorted.
@@ -133,6 +141,17 @@ pub const RECENT_INTERACTIONS: usize = 50;
 impl RequestCtx {
     /// Builds the context: one short read lock on the state, no `.await`.
     pub fn build(env: &Env, query: Query, started: Instant, deadline: Instant) -> Self {
+        Self::build_with(env, query, None, started, deadline)
+    }
+
+    /// [`RequestCtx::build`] with the user's features as a remote store returned them.
+    pub fn build_with(
+        env: &Env,
+        query: Query,
+        mut remote: Option<Box<UserState>>,
+        started: Instant,
+        deadline: Instant,
+    ) -> Self {
         let models = env.models.load();
         let (user, session, mut exclude, live) = {
             let g = env.state.read();
@@ -141,7 +160,20 @@ impl RequestCtx {
             // Only a client-supplied time can ask for the past.
             let live = !query.now_from_client || query.now >= g.watermark;
             let view_until = if live { Millis::MAX } else { query.now };
-            let mut user = g.user_view(&query.user_id, view_until, RECENT_INTERACTIONS);
+            let mut user = match remote.as_deref_mut() {
+                Some(r) => {
+                    // Profile data (attributes, segments) is catalog, replicated to every
+                    // replica; the store holds what events change.
+                    let idx = g.users.get(&query.user_id);
+                    if let Some(local) = idx.and_then(|u| g.user(u)) {
+                        r.known = local.known;
+                        r.attributes = local.attributes.clone();
+                        r.segments = local.segments.clone();
+                    }
+                    r.view(idx, view_until, RECENT_INTERACTIONS)
+                }
+                None => g.user_view(&query.user_id, view_until, RECENT_INTERACTIONS),
+            };
             // The request's locale counts as a segment too: a user without a profile (cold
             // start) still gets what is popular where they are.
             if let Some(locale) = query.context.locale.as_deref()
@@ -178,6 +210,7 @@ impl RequestCtx {
         Self {
             query,
             user,
+            remote,
             session,
             exclude,
             state: env.state.clone(),
@@ -189,6 +222,15 @@ impl RequestCtx {
             faults: env.faults.clone(),
             features_down: AtomicBool::new(false),
             ranker_down: AtomicBool::new(false),
+        }
+    }
+
+    /// The user's features: the remote store's copy when the request read one, else the
+    /// replica's own (from the guard the caller holds).
+    pub fn user_state<'a>(&'a self, g: &'a Inner) -> Option<&'a UserState> {
+        match &self.remote {
+            Some(r) => Some(r),
+            None => self.user.idx.and_then(|u| g.user(u)),
         }
     }
 

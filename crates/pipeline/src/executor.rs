@@ -410,6 +410,25 @@ impl Pipeline {
         let deadline = started + self.budgets.total;
         let surface = self.surface.clone();
         let t = Instant::now();
+        // The user's online features from the remote store, one round trip under the
+        // hydration budget and the store's breaker; failing, the replica's own replicated
+        // view serves (named in `degraded`).
+        let remote = match &env.store {
+            Some(store) => {
+                let budget = self
+                    .budgets
+                    .hydrate
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                match fetch_user(env, store.as_ref(), &query.user_id, budget).await {
+                    Ok(u) => u.map(Box::new),
+                    Err(what) => {
+                        degraded.push(format!("features:{}:{what}", store.backend()));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let ctx = {
             let state = env.state.clone();
             let models = env.models.clone();
@@ -428,8 +447,9 @@ impl Pipeline {
                         popular_per_category: pc,
                         faults,
                         breakers,
+                        store: None,
                     };
-                    RequestCtx::build(&env, query, started, deadline)
+                    RequestCtx::build_with(&env, query, remote, started, deadline)
                 })
                 .await;
             match built {
@@ -526,6 +546,7 @@ impl Pipeline {
                 experiment: None,
             },
             user: Default::default(),
+            remote: None,
             session: Vec::new(),
             exclude: Vec::new(),
             state: env.state.clone(),
@@ -967,6 +988,30 @@ async fn probe(env: &Env, dep: Dependency, budget: Duration) -> Result<(), &'sta
     let out = match tokio::time::timeout(budget, env.faults.before_async(dep)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("error"),
+        Err(_) => Err("timeout"),
+    };
+    breaker.record(out.is_ok());
+    out
+}
+
+/// Reads the user's features from a remote store under `budget` through the feature store's
+/// breaker (the same one injected `features` faults trip).
+async fn fetch_user(
+    env: &Env,
+    store: &dyn cascade_features::FeatureStore,
+    user_id: &str,
+    budget: Duration,
+) -> Result<Option<cascade_features::UserState>, &'static str> {
+    let breaker = env.breakers.get(Dependency::Features);
+    if breaker.admit() == Admit::Skip {
+        return Err("circuit_open");
+    }
+    let out = match tokio::time::timeout(budget, store.user(user_id)).await {
+        Ok(Ok(u)) => Ok(u),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "feature store read failed");
+            Err("error")
+        }
         Err(_) => Err("timeout"),
     };
     breaker.record(out.is_ok());

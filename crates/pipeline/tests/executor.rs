@@ -519,3 +519,116 @@ async fn a_cpu_stage_past_its_deadline_answers_with_the_popular_list_in_time() {
             .all(|c| c.placed == cascade_pipeline::Placement::Fallback)
     );
 }
+
+/// A remote feature store: answers with `hidden` as the user's hidden items, fails, or hangs.
+#[derive(Debug)]
+struct Remote {
+    mode: &'static str,
+    hidden: Vec<u32>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl cascade_features::FeatureStore for Remote {
+    fn backend(&self) -> &'static str {
+        "remote"
+    }
+    async fn user(
+        &self,
+        _: &str,
+    ) -> Result<Option<cascade_features::UserState>, cascade_features::StoreError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match self.mode {
+            "error" => Err(cascade_features::StoreError::Unavailable("down".into())),
+            "slow" => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Ok(None)
+            }
+            _ => Ok(Some(cascade_features::UserState {
+                hidden_items: self.hidden.clone(),
+                ..Default::default()
+            })),
+        }
+    }
+    async fn apply(&self, _: u64, _: &[Event]) -> Result<(), cascade_features::StoreError> {
+        Ok(())
+    }
+}
+
+/// Removes the user's hidden items, read through `RequestCtx::user_state` as policy does.
+struct UserHidden;
+impl Filter for UserHidden {
+    fn name(&self) -> &str {
+        "user_hidden"
+    }
+    fn filter(&self, ctx: &RequestCtx, c: &Candidates) -> Result<Vec<Removal>, ComponentError> {
+        let g = ctx.state.read();
+        let hidden = ctx.user_state(&g).map(|u| u.hidden_items.clone());
+        Ok(c.items
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| hidden.as_ref().is_some_and(|h| h.contains(&c.item)))
+            .map(|(index, _)| Removal {
+                index,
+                reason: "hidden_by_user",
+            })
+            .collect())
+    }
+}
+
+fn with_store(mode: &'static str) -> (Env, Arc<Remote>) {
+    let mut env = env(40);
+    let store = Arc::new(Remote {
+        mode,
+        hidden: vec![2, 4],
+        calls: Default::default(),
+    });
+    env.store = Some(store.clone());
+    (env, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_features_come_from_the_remote_store_or_degrade_to_the_local_view() {
+    let p = pipeline(
+        vec![Arc::new(Fixed("a", (0..10).collect()))],
+        vec![Arc::new(UserHidden)],
+        200,
+        100,
+    );
+    // The store answers: what it holds (the local state knows nothing of it) is applied.
+    let (env, store) = with_store("ok");
+    let r = p.execute(&env, Query::new("test", "u", 10, 10_000)).await;
+    assert_eq!(r.degraded, Vec::<String>::new());
+    assert!(
+        !items(&r).contains(&2) && !items(&r).contains(&4),
+        "{:?}",
+        items(&r)
+    );
+    assert_eq!(store.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // It fails, or is slower than the hydration budget (20 ms): the local view serves and the
+    // response names the store.
+    for (mode, why) in [
+        ("error", "features:remote:error"),
+        ("slow", "features:remote:timeout"),
+    ] {
+        let (env, _) = with_store(mode);
+        let t = Instant::now();
+        let r = p.execute(&env, Query::new("test", "u", 10, 10_000)).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(200),
+            "{mode}: {:?}",
+            t.elapsed()
+        );
+        assert!(
+            r.degraded.iter().any(|d| d == why),
+            "{mode}: {:?}",
+            r.degraded
+        );
+        assert_eq!(
+            items(&r).len(),
+            10,
+            "{mode}: a full list from the local view"
+        );
+        assert!(items(&r).contains(&2), "{mode}: nothing hidden locally");
+    }
+}

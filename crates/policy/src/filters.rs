@@ -27,7 +27,7 @@ impl Filter for SafetyFilter {
             .and_then(|a| a.get("allow_mature"))
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false);
-        let user = ctx.user.idx.and_then(|u| g.user(u));
+        let user = ctx.user_state(&g);
         let hidden_by_user = user.map(|u| u.hidden_items.as_slice());
         let creators_hidden = user.map_or(&[][..], |u| u.hidden_creators.as_slice());
         let mut out = Vec::new();
@@ -68,7 +68,7 @@ impl Filter for SeenFilter {
 
     fn filter(&self, ctx: &RequestCtx, cands: &Candidates) -> Result<Vec<Removal>, ComponentError> {
         let g = ctx.state.read();
-        let user = ctx.user.idx.and_then(|u| g.user(u));
+        let user = ctx.user_state(&g);
         // Live: everything applied counts (even an event stamped a moment ahead); replay:
         // only what happened strictly before `now` (second resolution, as histories keep).
         let until = if ctx.live {
@@ -128,7 +128,7 @@ impl Filter for FrequencyCap {
 
     fn filter(&self, ctx: &RequestCtx, cands: &Candidates) -> Result<Vec<Removal>, ComponentError> {
         let g = ctx.state.read();
-        let Some(u) = ctx.user.idx.and_then(|u| g.user(u)) else {
+        let Some(u) = ctx.user_state(&g) else {
             return Ok(Vec::new());
         };
         let now_s = u32::try_from((ctx.query.now / 1000).max(0)).unwrap_or(u32::MAX);

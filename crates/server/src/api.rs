@@ -457,10 +457,7 @@ async fn upsert_editorial(
 ) -> Result<Json<EditorialChanged>, ApiError> {
     list.validate()?;
     let id = list.id.clone();
-    s.engine
-        .writer
-        .submit(Mutation::UpsertEditorial(list))
-        .await?;
+    s.engine.commit(Mutation::UpsertEditorial(list)).await?;
     Ok(Json(EditorialChanged {
         id,
         status: "upserted".into(),
@@ -482,8 +479,7 @@ async fn delete_editorial(
         ));
     }
     s.engine
-        .writer
-        .submit(Mutation::DeleteEditorial { id: id.clone() })
+        .commit(Mutation::DeleteEditorial { id: id.clone() })
         .await?;
     Ok(Json(EditorialChanged {
         id,
@@ -559,10 +555,7 @@ async fn upsert_items(
             .map_err(|e| ApiError::in_batch("items", i, e))?;
     }
     let n = b.items.len();
-    s.engine
-        .writer
-        .submit(Mutation::UpsertItems(b.items))
-        .await?;
+    s.engine.commit(Mutation::UpsertItems(b.items)).await?;
     Ok(Json(Upserted { upserted: n }))
 }
 
@@ -589,8 +582,7 @@ async fn patch_item(
     patch.validate()?;
     require_item(&s, &id)?;
     s.engine
-        .writer
-        .submit(Mutation::PatchItem {
+        .commit(Mutation::PatchItem {
             id: id.clone(),
             patch,
         })
@@ -610,8 +602,7 @@ async fn delete_item(
 ) -> Result<Json<ItemChanged>, ApiError> {
     require_item(&s, &id)?;
     s.engine
-        .writer
-        .submit(Mutation::DeleteItem { id: id.clone() })
+        .commit(Mutation::DeleteItem { id: id.clone() })
         .await?;
     Ok(Json(ItemChanged {
         item_id: id,
@@ -632,10 +623,7 @@ async fn upsert_users(
             .map_err(|e| ApiError::in_batch("users", i, e))?;
     }
     let n = b.users.len();
-    s.engine
-        .writer
-        .submit(Mutation::UpsertUsers(b.users))
-        .await?;
+    s.engine.commit(Mutation::UpsertUsers(b.users)).await?;
     Ok(Json(Upserted { upserted: n }))
 }
 
@@ -671,7 +659,7 @@ async fn post_events(
                 e.to_string(),
             )
         })?;
-    s.engine.writer.submit(Mutation::Events(events)).await?;
+    s.engine.commit(Mutation::Events(events)).await?;
     metrics::counter!("cascade_events_ingested_total").increment(n as u64);
     Ok(Json(Accepted { accepted: n }))
 }

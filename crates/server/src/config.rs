@@ -21,6 +21,7 @@ const SECTIONS: &[&str] = &[
     "server",
     "auth",
     "storage",
+    "bus",
     "features",
     "models",
     "pipeline",
@@ -36,6 +37,8 @@ pub struct Config {
     pub server: ServerSection,
     pub auth: AuthSection,
     pub storage: StorageSection,
+    /// Where accepted mutations go: the local log (`embedded`) or NATS JetStream (`nats`).
+    pub bus: BusSection,
     pub features: FeaturesSection,
     pub models: ModelsSection,
     pub pipeline: PipelineSection,
@@ -134,11 +137,52 @@ pub struct AuthSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
+    /// Where requests read user features: this process's state (`embedded`) or Redis.
+    pub backend: StorageBackend,
     /// fdatasync every group commit (turn off only for throwaway data).
     pub fsync: bool,
     pub segment_mb: u64,
     /// Submissions waiting for a group commit before writers wait.
     pub queue: usize,
+    pub redis: cascade_scaleout::RedisConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Embedded,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusBackend {
+    #[default]
+    Embedded,
+    Nats,
+}
+
+/// The event bus. `embedded`: the local log is the bus (one process). `nats`: every replica
+/// publishes to one JetStream stream and replicates it (scale-out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusSection {
+    pub backend: BusBackend,
+    /// At start, a replica serves only once it has replicated the stream as it was then;
+    /// it gives up (and does not start) after this long.
+    pub catch_up_s: u64,
+    pub nats: cascade_scaleout::NatsConfig,
+}
+
+impl Default for BusSection {
+    fn default() -> Self {
+        Self {
+            backend: BusBackend::Embedded,
+            catch_up_s: 300,
+            nats: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -405,6 +449,7 @@ impl Default for Config {
             server: ServerSection::default(),
             auth: AuthSection::default(),
             storage: StorageSection::default(),
+            bus: BusSection::default(),
             features: FeaturesSection::default(),
             models: ModelsSection::default(),
             pipeline: PipelineSection::default(),
@@ -430,9 +475,11 @@ impl Default for ServerSection {
 impl Default for StorageSection {
     fn default() -> Self {
         Self {
+            backend: StorageBackend::Embedded,
             fsync: true,
             segment_mb: 256,
             queue: 4096,
+            redis: Default::default(),
         }
     }
 }
@@ -565,6 +612,22 @@ impl Config {
         }
         if self.storage.queue == 0 || self.storage.segment_mb == 0 {
             return bad("storage.queue / storage.segment_mb", "must be positive");
+        }
+        if self.storage.backend == StorageBackend::Redis {
+            if self.bus.backend != BusBackend::Nats {
+                return bad(
+                    "storage.backend",
+                    "`redis` needs bus.backend = \"nats\": the bus's durable consumer is what writes events to Redis",
+                );
+            }
+            if let Err(e) = self.storage.redis.validate() {
+                return bad("storage.redis", &e.to_string());
+            }
+        }
+        if self.bus.backend == BusBackend::Nats
+            && let Err(e) = self.bus.nats.validate()
+        {
+            return bad("bus.nats", &e.to_string());
         }
         let h = self.features.popularity_half_life_hours;
         if h.is_nan() || h <= 0.0 {
@@ -754,6 +817,33 @@ mod tests {
             e.contains("surfaces.home.boosts") && e.contains("nothing"),
             "{e}"
         );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+    fn scale_out_backends_are_chosen_by_env_and_checked_together() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CASCADE_STORAGE__BACKEND", "redis");
+            let err = Config::load(None).expect_err("redis without the bus");
+            assert!(err.to_string().contains("storage.backend"), "{err}");
+            jail.set_env("CASCADE_BUS__BACKEND", "nats");
+            jail.set_env("CASCADE_STORAGE__REDIS__PREFIX", "blue-1");
+            let c = Config::load(None).expect("valid");
+            assert_eq!(c.storage.backend, StorageBackend::Redis);
+            assert_eq!(c.bus.backend, BusBackend::Nats);
+            assert_eq!(c.storage.redis.prefix, "blue-1");
+            jail.set_env("CASCADE_STORAGE__REDIS__PREFIX", "a b");
+            let err = Config::load(None).expect_err("bad prefix");
+            assert!(err.to_string().contains("storage.redis.prefix"), "{err}");
+            jail.set_env("CASCADE_STORAGE__REDIS__PREFIX", "ok");
+            jail.set_env("CASCADE_BUS__NATS__STREAM", "has.dot");
+            let err = Config::load(None).expect_err("bad stream");
+            assert!(err.to_string().contains("bus.nats"), "{err}");
+            jail.set_env("CASCADE_BUS__BACKEND", "kafka");
+            let err = Config::load(None).expect_err("unknown backend");
+            assert!(err.to_string().contains("kafka"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

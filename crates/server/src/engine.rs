@@ -32,15 +32,62 @@ use cascade_sources::{
 use cascade_storage::{DataDir, EventLog, LogOptions, LogWriter, ReplayStats};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Where accepted mutations are committed: the local log (embedded) or the event bus.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    Log(Arc<LogWriter>),
+    Bus(Arc<cascade_scaleout::NatsBus>),
+}
+
+impl Sink {
+    /// Commits `m` durably (fsynced to the log, or acknowledged by JetStream); returns its
+    /// position (log sequence or stream sequence).
+    pub async fn commit(&self, m: Mutation) -> Result<u64, ServerError> {
+        match self {
+            Sink::Log(w) => Ok(w.submit(m).await?),
+            Sink::Bus(b) => b
+                .publish(&m)
+                .await
+                .map_err(|e| ServerError::Bus(e.to_string())),
+        }
+    }
+
+    /// Queues `m` without waiting (side effects); `Err` rather than block when full.
+    pub fn commit_nowait(&self, m: Mutation) -> Result<(), ServerError> {
+        match self {
+            Sink::Log(w) => Ok(w.submit_nowait(m)?),
+            Sink::Bus(b) => b
+                .publish_nowait(&m)
+                .map_err(|e| ServerError::Bus(e.to_string())),
+        }
+    }
+}
+
+/// What a replica on the bus runs beside serving.
+#[derive(Debug)]
+pub struct BusLinks {
+    /// The stream, replicated into this replica's state.
+    pub replication: cascade_scaleout::Replication,
+    /// Batches this replica's feature updater applied to the store (when the store is remote).
+    pub feature_updates: Option<Arc<AtomicU64>>,
+    stop: Arc<AtomicBool>,
+}
 
 /// Everything a running Cascade holds.
 pub struct Engine {
     pub config: Config,
     pub env: Env,
     pub writer: Arc<LogWriter>,
+    /// Where API writes are committed.
+    pub sink: Sink,
+    /// The Redis online feature store, when `storage.backend = "redis"`.
+    pub redis: Option<Arc<cascade_scaleout::RedisStore>>,
+    /// Replication and feature updates, on the `nats` bus.
+    pub bus: std::sync::OnceLock<BusLinks>,
     pub pipelines: HashMap<String, Arc<Pipeline>>,
     pub replay: ReplayStats,
     folder: Arc<parking_lot::Mutex<ItemFolder>>,
@@ -351,7 +398,22 @@ pub fn replay(config: &Config) -> Result<Replayed, ServerError> {
 impl Engine {
     /// Opens the data dir, replays the log, builds models and pipelines, starts the writer
     /// and the data loop. Blocking: call from a blocking context (see [`Engine::open_async`]).
+    /// Embedded bus only: a replica on NATS opens with [`Engine::open_async`].
     pub fn open(config: Config) -> Result<Arc<Self>, ServerError> {
+        if config.bus.backend != crate::config::BusBackend::Embedded {
+            return Err(ServerError::Config(
+                "bus.backend: a replica on the bus is opened with Engine::open_async".into(),
+            ));
+        }
+        Self::open_with(config, None)
+    }
+
+    /// Opens with `bus` as the sink when given. Connects Redis (blocking on the runtime's
+    /// handle: this runs on a blocking thread) when the store is remote.
+    fn open_with(
+        config: Config,
+        bus: Option<Arc<cascade_scaleout::NatsBus>>,
+    ) -> Result<Arc<Self>, ServerError> {
         config.validate()?;
         let started = Instant::now();
         let Replayed {
@@ -382,7 +444,27 @@ impl Engine {
                 config.storage.queue,
             )?)
         };
+        let sink = match &bus {
+            Some(b) => Sink::Bus(b.clone()),
+            None => Sink::Log(writer.clone()),
+        };
+        // The store resolves ids through this replica's catalog, so it connects after replay.
+        let redis = if config.storage.backend == crate::config::StorageBackend::Redis {
+            let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+                ServerError::Config("storage.backend = redis needs Engine::open_async".into())
+            })?;
+            let connect =
+                cascade_scaleout::RedisStore::connect(config.storage.redis.clone(), state.clone());
+            Some(Arc::new(handle.block_on(connect).map_err(|e| {
+                ServerError::Io(format!("storage.redis: {e}"))
+            })?))
+        } else {
+            None
+        };
         let env = Env {
+            store: redis
+                .clone()
+                .map(|s| s as Arc<dyn cascade_features::FeatureStore>),
             state: state.clone(),
             models: models.clone(),
             pool,
@@ -400,7 +482,7 @@ impl Engine {
             .map(|name| {
                 Ok((
                     name.clone(),
-                    Arc::new(build_pipeline(&config, name, Some(&writer), &env.pool)?),
+                    Arc::new(build_pipeline(&config, name, Some(&sink), &env.pool)?),
                 ))
             })
             .collect::<Result<HashMap<_, _>, ServerError>>()?;
@@ -427,7 +509,7 @@ impl Engine {
         let experiments = {
             let (state, config) = (state.clone(), config.clone());
             let popular = models.load().popular.clone();
-            crate::experiments::build(&config, Some(&writer), &env, |version| {
+            crate::experiments::build(&config, Some(&sink), &env, |version| {
                 let dir = cascade_index::bundle::models_dir(&config.data_dir).join(version);
                 let b = Bundle::load(&dir, config.models.hnsw)
                     .map_err(|e| ServerError::Config(e.to_string()))?;
@@ -452,6 +534,9 @@ impl Engine {
             config,
             env,
             writer,
+            sink,
+            redis,
+            bus: std::sync::OnceLock::new(),
             pipelines,
             replay,
             folder,
@@ -464,11 +549,92 @@ impl Engine {
         }))
     }
 
-    /// [`Engine::open`] off the async runtime.
+    /// [`Engine::open`] off the async runtime; on the `nats` bus, also connects the bus (and
+    /// Redis), replicates the stream into the state — returning once caught up with what
+    /// the stream held at start — and joins the feature-updater group.
     pub async fn open_async(config: Config) -> Result<Arc<Self>, ServerError> {
-        tokio::task::spawn_blocking(move || Engine::open(config))
+        use crate::config::BusBackend;
+        config.validate()?;
+        let bus = if config.bus.backend == BusBackend::Nats {
+            Some(
+                cascade_scaleout::NatsBus::connect(config.bus.nats.clone())
+                    .await
+                    .map_err(|e| ServerError::Bus(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let opening = bus.clone();
+        let engine = tokio::task::spawn_blocking(move || Engine::open_with(config, opening))
             .await
-            .map_err(|e| ServerError::Io(format!("engine start panicked: {e}")))?
+            .map_err(|e| ServerError::Io(format!("engine start panicked: {e}")))??;
+        if let Some(bus) = bus {
+            let store = engine.redis.clone();
+            engine.attach_bus(bus, store).await?;
+        }
+        Ok(engine)
+    }
+
+    /// Starts replication and the feature updater; waits until the stream as it was at start
+    /// is applied.
+    async fn attach_bus(
+        self: &Arc<Self>,
+        bus: Arc<cascade_scaleout::NatsBus>,
+        store: Option<Arc<cascade_scaleout::RedisStore>>,
+    ) -> Result<(), ServerError> {
+        let err = |e: cascade_scaleout::ScaleoutError| ServerError::Bus(e.to_string());
+        let last = bus.last_seq().await.map_err(err)?;
+        let state = self.env.state.clone();
+        let replication = bus
+            .replicate(1, move |_, m| state.apply(&m))
+            .await
+            .map_err(err)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let feature_updates = match &store {
+            Some(s) => Some(
+                bus.run_updater(
+                    Arc::new(FaultInjected {
+                        store: s.clone(),
+                        faults: self.env.faults.clone(),
+                    }),
+                    stop.clone(),
+                )
+                .await
+                .map_err(err)?,
+            ),
+            None => None,
+        };
+        let caught_up = replication
+            .wait_for(last, Duration::from_secs(self.config.bus.catch_up_s))
+            .await;
+        if !caught_up {
+            return Err(ServerError::Bus(format!(
+                "replication did not reach the stream's sequence {last} within {} s",
+                self.config.bus.catch_up_s
+            )));
+        }
+        tracing::info!(applied = replication.applied(), "replicating the event bus");
+        self.bus
+            .set(BusLinks {
+                replication,
+                feature_updates,
+                stop,
+            })
+            .map_err(|_| ServerError::Io("bus attached twice".into()))?;
+        Ok(())
+    }
+
+    /// Commits an API write. On the bus, also waits (briefly) until this replica has applied
+    /// it, so the writer's next request to this replica sees it.
+    pub async fn commit(&self, m: Mutation) -> Result<u64, ServerError> {
+        let seq = self.sink.commit(m).await?;
+        if let Some(links) = self.bus.get() {
+            links
+                .replication
+                .wait_for(seq, Duration::from_secs(1))
+                .await;
+        }
+        Ok(seq)
     }
 
     /// Runs the surface's pipeline.
@@ -532,6 +698,10 @@ impl Engine {
     /// when the last `Arc<Engine>` drops.
     pub async fn close(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(links) = self.bus.get() {
+            links.stop.store(true, Ordering::SeqCst);
+            links.replication.stop();
+        }
         self.writer.close().await;
         if let Some(handles) = self.data_loop.take() {
             let _ = tokio::task::spawn_blocking(move || {
@@ -653,12 +823,12 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
 }
 
 /// Builds a surface's pipeline from its declarative configuration.
-/// Without a `writer`, side effects that log are left out (ranker training runs pipelines
+/// Without a `sink`, side effects that log are left out (ranker training runs pipelines
 /// over a past state and must not write).
 pub fn build_pipeline(
     config: &Config,
     surface: &str,
-    writer: Option<&Arc<LogWriter>>,
+    sink: Option<&Sink>,
     pool: &Arc<CpuPool>,
 ) -> Result<Pipeline, ServerError> {
     let s = config
@@ -766,7 +936,7 @@ pub fn build_pipeline(
         .filter_map(|k| -> Option<Arc<dyn SideEffect>> {
             match k {
                 SideEffectKind::Impressions => Some(Arc::new(ImpressionLogger {
-                    writer: writer?.clone(),
+                    sink: sink?.clone(),
                 })),
             }
         })
@@ -804,10 +974,40 @@ pub fn build_pipeline(
     })
 }
 
+/// The feature updater's store behind the injected `features` fault: a game day can make
+/// this replica's writes fail or hang (the bus then redelivers them to another replica).
+#[derive(Debug)]
+struct FaultInjected {
+    store: Arc<cascade_scaleout::RedisStore>,
+    faults: Arc<cascade_pipeline::Faults>,
+}
+
+#[async_trait::async_trait]
+impl cascade_features::FeatureStore for FaultInjected {
+    fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    async fn user(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<cascade_features::UserState>, cascade_features::StoreError> {
+        self.store.user(user_id).await
+    }
+
+    async fn apply(&self, seq: u64, events: &[Event]) -> Result<(), cascade_features::StoreError> {
+        self.faults
+            .before_async(Dependency::Features)
+            .await
+            .map_err(|e| cascade_features::StoreError::Unavailable(e.to_string()))?;
+        self.store.apply(seq, events).await
+    }
+}
+
 /// Logs one `impression` event per returned item, attributed by request id and position,
 /// without waiting: a full queue drops impressions (counted) rather than slow the response.
 struct ImpressionLogger {
-    writer: Arc<LogWriter>,
+    sink: Sink,
 }
 
 impl SideEffect for ImpressionLogger {
@@ -847,7 +1047,7 @@ impl SideEffect for ImpressionLogger {
                 .collect()
         };
         let n = events.len() as u64;
-        if self.writer.submit_nowait(Mutation::Events(events)).is_err() {
+        if self.sink.commit_nowait(Mutation::Events(events)).is_err() {
             metrics::counter!("cascade_impressions_dropped_total").increment(n);
             return Err(ComponentError::Unavailable("log queue full".into()));
         }

@@ -23,6 +23,9 @@ pub enum ServerError {
     NoRollback(String),
     #[error("{0}")]
     Busy(String),
+    /// The event bus did not acknowledge a write: nothing was accepted, the client retries.
+    #[error("event bus unavailable: {0}")]
+    Bus(String),
 }
 
 impl From<ServerError> for ApiError {
@@ -38,6 +41,11 @@ impl From<ServerError> for ApiError {
             )
             .field("version"),
             ServerError::Busy(_) => Self::new(StatusCode::CONFLICT, "busy", e.to_string()),
+            ServerError::Bus(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bus_unavailable",
+                e.to_string(),
+            ),
             ServerError::NoRollback(_) => {
                 Self::new(StatusCode::NOT_FOUND, "no_rollback_target", e.to_string())
             }

@@ -8,7 +8,6 @@ use crate::error::ServerError;
 use cascade_features::experiments::ArmStats;
 use cascade_index::ModelStore;
 use cascade_pipeline::{Env, Pipeline};
-use cascade_storage::LogWriter;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -70,7 +69,7 @@ impl Experiment {
 /// a model store (the engine validates it as an activation would).
 pub fn build(
     config: &Config,
-    writer: Option<&Arc<LogWriter>>,
+    writer: Option<&crate::engine::Sink>,
     base: &Env,
     mut load_model: impl FnMut(&str) -> Result<Arc<ModelStore>, ServerError>,
 ) -> Result<Vec<Experiment>, ServerError> {

@@ -2,6 +2,7 @@
 //! loop) and the HTTP API v1 with its one error-to-HTTP mapping.
 
 pub mod api;
+pub mod backfill;
 pub mod config;
 pub mod engine;
 pub mod error;

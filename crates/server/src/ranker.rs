@@ -186,6 +186,7 @@ pub fn offline_env(
         &pool,
     )?);
     let env = Env {
+        store: None,
         state: state.clone(),
         models: Arc::new(ModelStore::new(models)),
         pool,

@@ -78,8 +78,8 @@ fn json<T: Serialize>(kind: u8, v: &T, out: &mut Vec<u8>) -> Result<()> {
     serde_json::to_writer(&mut *out, v).map_err(|e| StorageError::Encode(e.to_string()))
 }
 
-/// Appends the payload for `m` to `out`.
-pub(crate) fn encode(m: &Mutation, out: &mut Vec<u8>) -> Result<()> {
+/// Appends `m`, encoded, to `out` (the log's record payload; also the bus message body).
+pub fn encode(m: &Mutation, out: &mut Vec<u8>) -> Result<()> {
     match m {
         Mutation::Events(evs) => {
             out.push(EVENTS_V3);
@@ -105,8 +105,8 @@ pub(crate) fn encode(m: &Mutation, out: &mut Vec<u8>) -> Result<()> {
 }
 
 /// Decodes one payload; an error here means a record with a valid checksum that this
-/// version cannot read, which is never silently skipped.
-pub(crate) fn decode(payload: &[u8]) -> std::result::Result<Mutation, String> {
+/// version cannot read, which is never silently skipped. Also the bus message body.
+pub fn decode(payload: &[u8]) -> std::result::Result<Mutation, String> {
     let (&kind, body) = payload.split_first().ok_or("empty record")?;
     let m = match kind {
         EVENTS_V3 => {

@@ -9,6 +9,7 @@ mod dir;
 mod log;
 mod writer;
 
+pub use codec::{decode as decode_mutation, encode as encode_mutation};
 pub use dir::DataDir;
 pub use log::{EventLog, LogOptions, ReplayStats};
 pub use writer::{Applier, LogWriter};

@@ -1,0 +1,417 @@
+//! The Redis online feature store: per-user features in hash-tagged keys, written with
+//! idempotent commands by the feature updaters, read by a request in one pipelined round trip.
+//!
+//! Keys of one user share the hash tag `{u:<user_id>}` so that they live in one Redis Cluster
+//! slot (one node, one round trip):
+//!
+//! | key | type | holds | bound |
+//! |---|---|---|---|
+//! | `P:{u:ID}:h` | zset, score = event ms | history: `seq.k\|kind\|weight\|item` | `history_cap`, `session_ttl_s` |
+//! | `P:{u:ID}:s` | zset, score = first second | seen items (`ZADD LT` keeps the first time) | `seen_cap`, `ttl_s` |
+//! | `P:{u:ID}:x` / `:xc` | set | hidden items / hidden creators | `ttl_s` |
+//! | `P:{u:ID}:f` | set | followed creators | `ttl_s` |
+//! | `P:{u:ID}:i` | zset, score = second | impressions: `seq.k\|item` | `MAX_SHOWN`, `session_ttl_s` |
+//!
+//! Every write is idempotent (members carry the bus sequence and the event's position in its
+//! batch; first-seen is a minimum; sets are sets), so a redelivered batch or two updaters
+//! applying batches out of order leave the same state: no read-modify-write, no Lua, and it
+//! works unchanged on Redis Cluster.
+
+use crate::{Result, ScaleoutError};
+use cascade_core::{Event, EventKind, Idx, NONE_IDX, Target};
+use cascade_features::state::{Interaction, MAX_SHOWN};
+use cascade_features::{EventWeights, FeatureStore, State, StoreError, UserState};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `[storage.redis]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; for a cluster, the seed nodes in `cluster_nodes` instead.
+    pub url: String,
+    /// Redis Cluster seed nodes; when set, `url` is ignored and keys are routed by slot.
+    pub cluster_nodes: Vec<String>,
+    /// Prefix of every key (one per deployment; tests use a unique one per run).
+    pub prefix: String,
+    /// Idle time after which a user's session data (history, impressions) expires.
+    pub session_ttl_s: u64,
+    /// Idle time after which the rest of a user's features (seen, hidden, follows) expire.
+    pub ttl_s: u64,
+    /// Most items kept in a user's seen set (the oldest first-seen drop out).
+    pub seen_cap: usize,
+    /// Connection and response timeout of each command (requests have their own budget).
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            cluster_nodes: Vec::new(),
+            prefix: "cascade".into(),
+            session_ttl_s: 7 * 86_400,
+            ttl_s: 180 * 86_400,
+            seen_cap: 10_000,
+            timeout_ms: 1000,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Checks what `connect` cannot (a prefix that would break hash tags or key scans).
+    pub fn validate(&self) -> Result<()> {
+        let ok = !self.prefix.is_empty()
+            && self
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c));
+        if !ok {
+            return Err(ScaleoutError::Config(format!(
+                "storage.redis.prefix `{}` must be non-empty ASCII letters, digits, `_-.:`",
+                self.prefix
+            )));
+        }
+        if self.session_ttl_s == 0 || self.ttl_s == 0 || self.seen_cap == 0 {
+            return Err(ScaleoutError::Config(
+                "storage.redis: session_ttl_s, ttl_s and seen_cap must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A standalone connection (auto-reconnecting) or a cluster connection (routes by slot).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Conn {
+    async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T> {
+        Ok(match self.clone() {
+            Conn::Single(mut c) => pipe.query_async(&mut c).await?,
+            Conn::Cluster(mut c) => pipe.query_async(&mut c).await?,
+        })
+    }
+}
+
+/// The Redis online feature store of one replica.
+pub struct RedisStore {
+    conn: Conn,
+    config: RedisConfig,
+    /// This replica's catalog: maps ids to dense indexes on read, items to creators on write.
+    state: Arc<State>,
+    weights: EventWeights,
+    history_cap: usize,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.config.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one pipelined read returns: history, seen, hidden items, hidden creators, follows,
+/// impressions.
+type UserRows = (
+    Vec<(String, f64)>,
+    Vec<(String, f64)>,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<(String, f64)>,
+);
+
+fn kind_code(k: EventKind) -> u8 {
+    EventKind::ALL.iter().position(|&x| x == k).unwrap_or(0) as u8
+}
+
+fn secs(ms: i64) -> u32 {
+    (ms.max(0) / 1000).min(i64::from(u32::MAX)) as u32
+}
+
+impl RedisStore {
+    /// Connects (standalone or cluster) and checks the server answers.
+    pub async fn connect(config: RedisConfig, state: Arc<State>) -> Result<Self> {
+        config.validate()?;
+        let timeout = Duration::from_millis(config.timeout_ms.max(1));
+        let conn = if config.cluster_nodes.is_empty() {
+            let client = redis::Client::open(config.url.as_str())?;
+            let cfg = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(2);
+            Conn::Single(ConnectionManager::new_with_config(client, cfg).await?)
+        } else {
+            let client = redis::cluster::ClusterClient::builder(config.cluster_nodes.clone())
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .build()?;
+            Conn::Cluster(client.get_async_connection().await?)
+        };
+        let mut ping = redis::pipe();
+        ping.cmd("PING");
+        let _: (String,) = conn.run(&ping).await?;
+        let (weights, history_cap) = {
+            let g = state.read();
+            (g.config.weights, g.config.history_cap)
+        };
+        Ok(Self {
+            conn,
+            config,
+            state,
+            weights,
+            history_cap,
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.config.prefix
+    }
+
+    fn key(&self, user: &str, part: &str) -> String {
+        format!("{}:{{u:{user}}}:{part}", self.config.prefix)
+    }
+
+    /// Writes one batch: one pipeline, one round trip, whatever the number of users.
+    pub async fn write(&self, seq: u64, events: &[Event]) -> Result<()> {
+        let cap = self.history_cap.max(1) as isize;
+        let seen_cap = self.config.seen_cap as isize;
+        let (sttl, ttl) = (self.config.session_ttl_s, self.config.ttl_s);
+        // Creators of hidden items, from this replica's catalog (copied: no lock across await).
+        let creators: Vec<Option<String>> = {
+            let g = self.state.read();
+            events
+                .iter()
+                .map(|e| match (&e.target, e.kind) {
+                    (Target::Item(id), EventKind::Hide) => g
+                        .items
+                        .get(id)
+                        .map(|i| g.hot(i).creator)
+                        .filter(|&c| c != NONE_IDX)
+                        .and_then(|c| g.creators.name(c).map(str::to_string)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut pipe = redis::pipe();
+        for (k, (e, creator)) in events.iter().zip(&creators).enumerate() {
+            let u = &e.user_id;
+            match &e.target {
+                Target::Creator(c) => {
+                    let part = match e.kind {
+                        EventKind::Follow => "f",
+                        EventKind::Hide => "xc",
+                        _ => continue,
+                    };
+                    let key = self.key(u, part);
+                    pipe.cmd("SADD").arg(&key).arg(c).ignore();
+                    pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+                }
+                Target::Item(item) => {
+                    let ts_s = secs(e.ts);
+                    if e.kind == EventKind::Impression {
+                        let key = self.key(u, "i");
+                        pipe.cmd("ZADD")
+                            .arg(&key)
+                            .arg(ts_s)
+                            .arg(format!("{seq}.{k}|{item}"))
+                            .ignore();
+                        pipe.cmd("ZREMRANGEBYRANK")
+                            .arg(&key)
+                            .arg(0)
+                            .arg(-(MAX_SHOWN as isize) - 1)
+                            .ignore();
+                        pipe.cmd("EXPIRE").arg(&key).arg(sttl).ignore();
+                        continue;
+                    }
+                    if e.kind == EventKind::Hide {
+                        let key = self.key(u, "x");
+                        pipe.cmd("SADD").arg(&key).arg(item).ignore();
+                        pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+                        if let Some(c) = creator {
+                            let key = self.key(u, "xc");
+                            pipe.cmd("SADD").arg(&key).arg(c).ignore();
+                            pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+                        }
+                    }
+                    if !e.kind.is_interaction() {
+                        continue;
+                    }
+                    let w = self.weights.weight(e.kind, e.value, e.fraction);
+                    let key = self.key(u, "h");
+                    pipe.cmd("ZADD")
+                        .arg(&key)
+                        .arg(e.ts)
+                        .arg(format!("{seq}.{k}|{}|{w}|{item}", kind_code(e.kind)))
+                        .ignore();
+                    pipe.cmd("ZREMRANGEBYRANK")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-cap - 1)
+                        .ignore();
+                    pipe.cmd("EXPIRE").arg(&key).arg(sttl).ignore();
+                    let key = self.key(u, "s");
+                    pipe.cmd("ZADD")
+                        .arg(&key)
+                        .arg("LT")
+                        .arg(ts_s)
+                        .arg(item)
+                        .ignore();
+                    pipe.cmd("ZREMRANGEBYRANK")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(-seen_cap - 1)
+                        .ignore();
+                    pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+                }
+            }
+        }
+        self.conn.run::<()>(&pipe).await
+    }
+
+    /// Reads one user's features in one round trip, resolved to this replica's dense ids.
+    pub async fn read(&self, user_id: &str) -> Result<Option<UserState>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGE")
+            .arg(self.key(user_id, "h"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES");
+        pipe.cmd("ZRANGE")
+            .arg(self.key(user_id, "s"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES");
+        pipe.cmd("SMEMBERS").arg(self.key(user_id, "x"));
+        pipe.cmd("SMEMBERS").arg(self.key(user_id, "xc"));
+        pipe.cmd("SMEMBERS").arg(self.key(user_id, "f"));
+        pipe.cmd("ZRANGE")
+            .arg(self.key(user_id, "i"))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES");
+        let (hist, seen, hidden, hidden_c, follows, shown): UserRows = self.conn.run(&pipe).await?;
+        if hist.is_empty()
+            && seen.is_empty()
+            && hidden.is_empty()
+            && hidden_c.is_empty()
+            && follows.is_empty()
+            && shown.is_empty()
+        {
+            return Ok(None);
+        }
+        let g = self.state.read();
+        let mut st = UserState::default();
+        for (member, score) in &hist {
+            let mut parts = member.splitn(4, '|');
+            let (_, kind, w, item) = (parts.next(), parts.next(), parts.next(), parts.next());
+            let (Some(kind), Some(w), Some(item)) = (kind, w, item) else {
+                return Err(ScaleoutError::Encode(format!("history member `{member}`")));
+            };
+            let kind = kind
+                .parse::<usize>()
+                .ok()
+                .and_then(|k| EventKind::ALL.get(k).copied())
+                .ok_or_else(|| ScaleoutError::Encode(format!("event kind `{kind}`")))?;
+            let Some(item) = g.items.get(item) else {
+                continue;
+            };
+            st.history.push(Interaction {
+                item,
+                ts_s: secs(*score as i64),
+                kind,
+                weight: w.parse().unwrap_or(0.0),
+            });
+        }
+        if st.history.len() > self.history_cap {
+            let extra = st.history.len() - self.history_cap;
+            st.history.drain(..extra);
+        }
+        st.seen = seen
+            .iter()
+            .filter_map(|(item, t)| g.items.get(item).map(|i| (i, *t as u32)))
+            .collect();
+        st.seen.sort_unstable();
+        st.first_s = seen.first().map_or(0, |&(_, t)| t as u32);
+        let sorted = |ids: &[String], map: &cascade_core::IdMap| {
+            let mut v: Vec<Idx> = ids.iter().filter_map(|i| map.get(i)).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        st.hidden_items = sorted(&hidden, &g.items);
+        st.hidden_creators = sorted(&hidden_c, &g.creators);
+        st.follows = sorted(&follows, &g.creators);
+        st.shown = shown
+            .iter()
+            .filter_map(|(m, t)| {
+                let item = m.split_once('|')?.1;
+                g.items.get(item).map(|i| (i, *t as u32))
+            })
+            .collect();
+        Ok(Some(st))
+    }
+
+    /// Deletes every key under this store's prefix (tests and decommissioning).
+    pub async fn clear(&self) -> Result<usize> {
+        let pattern = format!("{}:*", self.config.prefix);
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let mut scan = redis::pipe();
+            scan.cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let ((next, keys),): ((u64, Vec<String>),) = self.conn.run(&scan).await?;
+            for key in &keys {
+                let mut del = redis::pipe();
+                del.cmd("DEL").arg(key);
+                let (n,): (usize,) = self.conn.run(&del).await?;
+                deleted += n;
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// Remaining time to live of one of a user's keys (`h`, `s`, `x`, `xc`, `f`, `i`), in
+    /// seconds; negative when it has none or does not exist.
+    pub async fn ttl(&self, user_id: &str, part: &str) -> Result<i64> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("TTL").arg(self.key(user_id, part));
+        let (t,): (i64,) = self.conn.run(&pipe).await?;
+        Ok(t)
+    }
+}
+
+#[async_trait::async_trait]
+impl FeatureStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn user(&self, user_id: &str) -> std::result::Result<Option<UserState>, StoreError> {
+        self.read(user_id).await.map_err(|e| match e {
+            ScaleoutError::Encode(m) => StoreError::Malformed(m),
+            e => StoreError::Unavailable(e.to_string()),
+        })
+    }
+
+    async fn apply(&self, seq: u64, events: &[Event]) -> std::result::Result<(), StoreError> {
+        self.write(seq, events)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}

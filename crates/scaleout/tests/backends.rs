@@ -1,0 +1,408 @@
+//! The Redis feature store and the NATS JetStream bus against real servers
+//! (`CASCADE_TEST_REDIS_URL`, `CASCADE_TEST_NATS_URL`; `.ci/run` sets both). Every test uses
+//! its own key prefix and stream and removes them.
+
+use cascade_core::{Event, EventKind, Item, Mutation, Target, TimeInput};
+use cascade_features::state::StateConfig;
+use cascade_features::{EmbeddedStore, FeatureStore, State, StoreError, UserState};
+use cascade_scaleout::{NatsBus, NatsConfig, RedisConfig, RedisStore};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos();
+    format!("{tag}_{}_{nanos}", std::process::id())
+}
+
+fn redis_url() -> Option<String> {
+    let url = std::env::var("CASCADE_TEST_REDIS_URL").ok();
+    if url.is_none() {
+        eprintln!("CASCADE_TEST_REDIS_URL unset: skipping (CI sets it)");
+    }
+    url
+}
+
+fn nats_url() -> Option<String> {
+    let url = std::env::var("CASCADE_TEST_NATS_URL").ok();
+    if url.is_none() {
+        eprintln!("CASCADE_TEST_NATS_URL unset: skipping (CI sets it)");
+    }
+    url
+}
+
+fn item(n: u32) -> Item {
+    Item {
+        id: format!("i{n}"),
+        title: format!("Title {n}"),
+        categories: vec![format!("c{}", n % 4)],
+        tags: vec![],
+        creator_id: Some(format!("cr{}", n % 7)),
+        created_at: Some(TimeInput(0)),
+        attributes: Default::default(),
+        hidden: false,
+        mature: false,
+    }
+}
+
+fn catalog(n: u32) -> Arc<State> {
+    let st = Arc::new(State::new(StateConfig::default()));
+    st.apply(&Mutation::UpsertItems((0..n).map(item).collect()));
+    st
+}
+
+fn ev(kind: EventKind, user: &str, target: Target, ts_ms: i64) -> Event {
+    Event {
+        kind,
+        user_id: user.to_string(),
+        target,
+        value: 1.0,
+        fraction: (kind == EventKind::Watch).then_some(0.6),
+        ts: ts_ms,
+        request_id: None,
+        surface: None,
+        position: None,
+        propensity: None,
+        experiment: None,
+    }
+}
+
+/// A deterministic mix of every event kind over 5 users and 40 items, distinct times.
+fn events(n: usize) -> Vec<Event> {
+    let mut out = Vec::new();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for k in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let kind = EventKind::ALL[(x % EventKind::ALL.len() as u64) as usize];
+        let user = format!("u{}", (x >> 8) % 5);
+        let target = match kind {
+            EventKind::Follow => Target::Creator(format!("cr{}", (x >> 16) % 7)),
+            EventKind::Hide if (x >> 20).is_multiple_of(3) => {
+                Target::Creator(format!("cr{}", (x >> 16) % 7))
+            }
+            _ => Target::Item(format!("i{}", (x >> 24) % 40)),
+        };
+        out.push(ev(kind, &user, target, 1_700_000_000_000 + k as i64 * 1500));
+    }
+    out
+}
+
+/// The fields both backends keep (`engaged`, profile attributes and segments are the
+/// replica's, not the store's).
+fn store_fields(u: &UserState) -> impl PartialEq + std::fmt::Debug {
+    (
+        u.history.clone(),
+        u.seen.clone(),
+        u.first_s,
+        u.hidden_items.clone(),
+        u.hidden_creators.clone(),
+        u.follows.clone(),
+        u.shown.clone(),
+    )
+}
+
+async fn redis(tag: &str, state: Arc<State>) -> Option<RedisStore> {
+    let url = redis_url()?;
+    let cfg = RedisConfig {
+        url,
+        prefix: unique(tag),
+        ..Default::default()
+    };
+    Some(
+        RedisStore::connect(cfg, state)
+            .await
+            .expect("connect redis"),
+    )
+}
+
+#[tokio::test]
+async fn redis_answers_what_the_embedded_store_answers() {
+    let state = catalog(40);
+    let Some(store) = redis("eq", state.clone()).await else {
+        return;
+    };
+    let embedded = EmbeddedStore(catalog(40));
+    let evs = events(400);
+    for (seq, batch) in evs.chunks(25).enumerate() {
+        store
+            .apply(seq as u64 + 1, batch)
+            .await
+            .expect("redis apply");
+        embedded.apply(seq as u64 + 1, batch).await.expect("apply");
+    }
+    let mut compared = 0;
+    for u in 0..5 {
+        let id = format!("u{u}");
+        let want = embedded.user(&id).await.expect("embedded").expect("user");
+        let got = store
+            .user(&id)
+            .await
+            .expect("redis")
+            .expect("user in redis");
+        assert_eq!(store_fields(&got), store_fields(&want), "user {id}");
+        assert!(!want.history.is_empty() && !want.shown.is_empty());
+        compared += 1;
+    }
+    assert_eq!(compared, 5);
+    assert!(store.user("nobody").await.expect("read").is_none());
+    assert!(store.clear().await.expect("clear") > 0);
+    assert!(store.user("u0").await.expect("read").is_none());
+}
+
+#[tokio::test]
+async fn redelivered_and_reordered_batches_leave_the_same_features() {
+    let state = catalog(40);
+    let Some(once) = redis("once", state.clone()).await else {
+        return;
+    };
+    let Some(twice) = redis("twice", state.clone()).await else {
+        return;
+    };
+    let evs = events(300);
+    let batches: Vec<(u64, &[Event])> = evs
+        .chunks(20)
+        .enumerate()
+        .map(|(i, b)| (i as u64 + 1, b))
+        .collect();
+    for &(seq, b) in &batches {
+        once.apply(seq, b).await.expect("apply");
+    }
+    // At-least-once delivery to concurrent updaters: every batch twice, in reverse order.
+    for &(seq, b) in batches.iter().rev().chain(batches.iter()) {
+        twice.apply(seq, b).await.expect("apply");
+    }
+    for u in 0..5 {
+        let id = format!("u{u}");
+        let a = once.user(&id).await.expect("read").expect("user");
+        let b = twice.user(&id).await.expect("read").expect("user");
+        assert_eq!(store_fields(&a), store_fields(&b), "user {id}");
+    }
+    once.clear().await.expect("clear");
+    twice.clear().await.expect("clear");
+}
+
+#[tokio::test]
+async fn session_data_expires_sooner_than_the_profile_and_history_is_capped() {
+    let state = Arc::new(State::new(StateConfig {
+        history_cap: 10,
+        ..Default::default()
+    }));
+    state.apply(&Mutation::UpsertItems((0..40).map(item).collect()));
+    let Some(url) = redis_url() else {
+        return;
+    };
+    let cfg = RedisConfig {
+        url,
+        prefix: unique("ttl"),
+        session_ttl_s: 600,
+        ttl_s: 86_400,
+        ..Default::default()
+    };
+    let store = RedisStore::connect(cfg, state).await.expect("connect");
+    let evs: Vec<Event> = (0..30)
+        .map(|k| {
+            ev(
+                EventKind::Hide,
+                "u1",
+                Target::Item(format!("i{k}")),
+                1_700_000_000_000 + k * 1000,
+            )
+        })
+        .collect();
+    store.apply(1, &evs).await.expect("apply");
+    let h = store.ttl("u1", "h").await.expect("ttl");
+    let x = store.ttl("u1", "x").await.expect("ttl");
+    assert!((1..=600).contains(&h), "session ttl {h}");
+    assert!((600..=86_400).contains(&x), "profile ttl {x}");
+    let u = store.user("u1").await.expect("read").expect("user");
+    assert_eq!(u.history.len(), 10, "history capped at history_cap");
+    assert_eq!(u.history[0].ts_s, 1_700_000_020, "the newest kept");
+    assert_eq!(u.hidden_items.len(), 30);
+    // Hiding an item hides its creator too (7 creators among 30 items).
+    assert_eq!(u.hidden_creators.len(), 7);
+    store.clear().await.expect("clear");
+}
+
+#[tokio::test]
+async fn a_bad_prefix_is_refused_naming_the_key() {
+    let cfg = RedisConfig {
+        prefix: "a{b}".into(),
+        ..Default::default()
+    };
+    let err = cfg.validate().expect_err("refused");
+    assert!(err.to_string().contains("storage.redis.prefix"), "{err}");
+}
+
+fn nats_cfg(url: String, tag: &str) -> NatsConfig {
+    let name = unique(tag).replace('-', "_");
+    NatsConfig {
+        url,
+        stream: format!("T_{name}"),
+        subject: format!("cascade.test.{name}"),
+        durable: format!("d_{name}"),
+        ack_wait_ms: 1000,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_mutations_replicate_in_order() {
+    let Some(url) = nats_url() else {
+        return;
+    };
+    let bus = NatsBus::connect(nats_cfg(url, "rep"))
+        .await
+        .expect("connect");
+    let evs = events(200);
+    let mut seqs = Vec::new();
+    for b in evs.chunks(10) {
+        seqs.push(
+            bus.publish(&Mutation::Events(b.to_vec()))
+                .await
+                .expect("ack"),
+        );
+    }
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+    assert_eq!(
+        bus.last_seq().await.expect("info"),
+        *seqs.last().expect("seq")
+    );
+    let got = Arc::new(parking_lot_free::Log::default());
+    let sink = got.clone();
+    let rep = bus
+        .replicate(1, move |seq, m| sink.push(seq, m))
+        .await
+        .expect("replicate");
+    assert!(rep.wait_for(seqs[19], Duration::from_secs(10)).await);
+    let got = got.take();
+    assert_eq!(got.len(), 20);
+    let replayed: Vec<Event> = got
+        .into_iter()
+        .flat_map(|(_, m)| match m {
+            Mutation::Events(e) => e,
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(replayed, evs, "every event, in publish order");
+    rep.stop();
+    bus.delete_stream().await.expect("cleanup");
+}
+
+/// Counts what reaches the real store.
+#[derive(Debug)]
+struct Counting(EmbeddedStore, AtomicUsize);
+
+#[async_trait::async_trait]
+impl FeatureStore for Counting {
+    fn backend(&self) -> &'static str {
+        "counting"
+    }
+    async fn user(&self, id: &str) -> Result<Option<UserState>, StoreError> {
+        self.0.user(id).await
+    }
+    async fn apply(&self, seq: u64, e: &[Event]) -> Result<(), StoreError> {
+        self.1.fetch_add(e.len(), Ordering::SeqCst);
+        self.0.apply(seq, e).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_a_dead_updater_held_are_applied_by_the_other() {
+    let Some(url) = nats_url() else {
+        return;
+    };
+    let cfg = nats_cfg(url.clone(), "upd");
+    let bus = NatsBus::connect(cfg.clone()).await.expect("connect");
+    let evs = events(300);
+    for b in evs.chunks(10) {
+        bus.publish(&Mutation::Events(b.to_vec()))
+            .await
+            .expect("ack");
+    }
+    // A replica's updater takes 20 of the 30 messages, then dies (its connection closes)
+    // without acknowledging any.
+    {
+        use async_nats::jetstream::{self, consumer};
+        use futures::StreamExt;
+        let client = async_nats::connect(url.as_str()).await.expect("connect");
+        let js = jetstream::new(client.clone());
+        let stream = js.get_stream(&cfg.stream).await.expect("stream");
+        let c: consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &cfg.durable,
+                consumer::pull::Config {
+                    durable_name: Some(cfg.durable.clone()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_millis(cfg.ack_wait_ms),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("consumer");
+        let mut taken = c.fetch().max_messages(20).messages().await.expect("fetch");
+        let mut held = 0;
+        while let Some(m) = taken.next().await {
+            m.expect("message");
+            held += 1;
+        }
+        assert_eq!(held, 20);
+        drop(taken);
+        client.drain().await.expect("close");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = NatsBus::connect(cfg).await.expect("connect");
+    let store = Arc::new(Counting(EmbeddedStore(catalog(40)), AtomicUsize::new(0)));
+    live.run_updater(store.clone(), stop.clone())
+        .await
+        .expect("updater");
+    let took = Instant::now();
+    let t = Instant::now();
+    while store.1.load(Ordering::SeqCst) < evs.len() && t.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        store.1.load(Ordering::SeqCst),
+        evs.len(),
+        "every event applied once"
+    );
+    // The held messages come back once their ack wait (1 s) has passed.
+    assert!(
+        took.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        took.elapsed()
+    );
+    // Same features as applying the events directly.
+    let direct = EmbeddedStore(catalog(40));
+    direct.apply(1, &evs).await.expect("apply");
+    for u in 0..5 {
+        let id = format!("u{u}");
+        let a = store.user(&id).await.expect("read").expect("user");
+        let b = direct.user(&id).await.expect("read").expect("user");
+        assert_eq!(store_fields(&a), store_fields(&b));
+    }
+    stop.store(true, Ordering::SeqCst);
+    live.delete_stream().await.expect("cleanup");
+}
+
+/// A tiny thread-safe log of what replication applied (std only).
+mod parking_lot_free {
+    use cascade_core::Mutation;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct Log(Mutex<Vec<(u64, Mutation)>>);
+
+    impl Log {
+        pub fn push(&self, seq: u64, m: Mutation) {
+            self.0.lock().expect("lock").push((seq, m));
+        }
+        pub fn take(&self) -> Vec<(u64, Mutation)> {
+            std::mem::take(&mut *self.0.lock().expect("lock"))
+        }
+    }
+}
