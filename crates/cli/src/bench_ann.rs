@@ -106,7 +106,7 @@ struct Report {
 }
 
 /// Resident set size of this process, from /proc (0 where unavailable).
-fn rss_bytes() -> usize {
+pub fn rss_bytes() -> usize {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

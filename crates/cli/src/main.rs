@@ -3,6 +3,7 @@
 mod bench;
 mod bench_ann;
 mod bench_fresh;
+mod bench_mem;
 mod bench_rank;
 mod eval;
 mod experiments;
@@ -115,6 +116,14 @@ enum Command {
     Models(models::ModelsArgs),
     /// Online metrics per experiment arm, with 95 % intervals and each arm's model.
     Experiments(experiments::ExperimentsArgs),
+    /// Write a snapshot of the data dir's state now (the server also writes them every
+    /// `storage.snapshot_interval_s`): a restart then replays only the log after it.
+    Snapshot {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// The online feature store (`storage.backend = "redis"`).
     Features {
         #[command(subcommand)]
@@ -152,6 +161,8 @@ enum BenchKind {
     Rank(bench_rank::RankArgs),
     /// Event-to-effect latency: a like's neighbours appear, a hidden item vanishes.
     Freshness(bench_fresh::FreshArgs),
+    /// The embedded state's memory for a synthetic world, by part, against a budget.
+    Memory(bench_mem::MemArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -257,6 +268,10 @@ fn main() -> anyhow::Result<()> {
             what: Some(BenchKind::Freshness(a)),
             ..
         } => bench_fresh::run(a),
+        Command::Bench {
+            what: Some(BenchKind::Memory(a)),
+            ..
+        } => bench_mem::run(a),
         Command::Bench { what: None, args } => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Models(args) => models::run(args),
@@ -282,6 +297,25 @@ fn main() -> anyhow::Result<()> {
                 cfg.storage.redis.prefix,
                 t.elapsed().as_secs_f64()
             );
+            Ok(())
+        }
+        Command::Snapshot { data_dir, config } => {
+            let rt = runtime()?;
+            let t = Instant::now();
+            let engine = open_engine(&rt, data_dir, config.as_deref())?;
+            let opened = t.elapsed();
+            let t = Instant::now();
+            let (path, bytes) = engine.snapshot_now()?;
+            println!(
+                "opened in {:.2}s ({} records replayed, {} from a snapshot); wrote {} ({:.1} MB) in {:.2}s",
+                opened.as_secs_f64(),
+                engine.replay.records,
+                engine.replay.skipped,
+                path.display(),
+                bytes as f64 / 1e6,
+                t.elapsed().as_secs_f64()
+            );
+            rt.block_on(engine.close());
             Ok(())
         }
         Command::Features {

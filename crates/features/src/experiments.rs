@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 pub const MAX_TRACKED_REQUESTS: usize = 200_000;
 
 /// Counters of one arm (`experiment:arm`).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ArmStats {
     pub requests: u64,
     pub impressions: u64,
@@ -30,7 +30,39 @@ pub struct ExperimentStats {
     order: VecDeque<String>,
 }
 
+/// [`ExperimentStats`] in a serializable, canonical form (snapshots).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StatsParts {
+    /// Sorted by arm.
+    arms: Vec<(String, ArmStats)>,
+    /// Tracked requests and their arm, oldest first.
+    requests: Vec<(String, String)>,
+}
+
 impl ExperimentStats {
+    pub fn parts(&self) -> StatsParts {
+        let mut arms: Vec<(String, ArmStats)> = self
+            .arms
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        arms.sort_by(|a, b| a.0.cmp(&b.0));
+        let requests = self
+            .order
+            .iter()
+            .filter_map(|r| self.requests.get(r).map(|a| (r.clone(), a.clone())))
+            .collect();
+        StatsParts { arms, requests }
+    }
+
+    pub fn from_parts(p: StatsParts) -> Self {
+        Self {
+            arms: p.arms.into_iter().collect(),
+            order: p.requests.iter().map(|(r, _)| r.clone()).collect(),
+            requests: p.requests.into_iter().collect(),
+        }
+    }
+
     pub fn apply(&mut self, e: &Event) {
         if e.kind == EventKind::Impression {
             let (Some(arm), Some(req)) = (&e.experiment, &e.request_id) else {

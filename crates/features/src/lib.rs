@@ -6,11 +6,13 @@
 
 pub mod experiments;
 pub mod schema;
+pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod weights;
 
 pub use schema::{FeatureDef, FeatureSchema};
+pub use snapshot::Snapshot;
 pub use state::{Inner, Interaction, ItemRec, ItemStats, State, StateStats, UserState, UserView};
 pub use store::{EmbeddedStore, FeatureStore, StoreError};
 pub use weights::{Decay, EventWeights, LabelWeights};

@@ -39,7 +39,7 @@ impl ItemHot {
     /// `attributes.sponsored = true`.
     pub const SPONSORED: u8 = 8;
 
-    fn of(rec: &ItemRec) -> Self {
+    pub(crate) fn of(rec: &ItemRec) -> Self {
         let cat = |k: usize| rec.categories.get(k).copied().unwrap_or(NONE_IDX);
         let mut flags = Self::EXISTS;
         if rec.hidden {
@@ -170,6 +170,10 @@ pub struct StateConfig {
     /// Half-life of the short window that trending compares against the long one.
     pub trending_half_life_hours: f64,
     pub history_cap: usize,
+    /// Most items in a user's `seen` and `engaged` lists (the oldest first-seen go).
+    pub seen_cap: usize,
+    /// Most entries in the point-in-time engagement log (the oldest go).
+    pub time_log_cap: usize,
 }
 
 impl Default for StateConfig {
@@ -179,6 +183,8 @@ impl Default for StateConfig {
             popularity_half_life_hours: 168.0,
             trending_half_life_hours: 6.0,
             history_cap: 200,
+            seen_cap: 10_000,
+            time_log_cap: 10_000_000,
         }
     }
 }
@@ -243,6 +249,9 @@ pub struct Inner {
     /// Bumped by every mutation that can change derived models (all but impression-only
     /// batches), so the data loop rebuilds only when something it reads changed.
     pub generation: u64,
+    /// Log records applied (the sequence number of the next one): where a snapshot of this
+    /// state resumes the log.
+    pub log_records: u64,
 }
 
 /// Counts for `/metrics` and logs.
@@ -323,6 +332,7 @@ impl State {
                 watermark: 0,
                 events_applied: 0,
                 generation: 0,
+                log_records: 0,
             }),
         }
     }
@@ -354,6 +364,23 @@ impl State {
     }
 
     /// Applies one committed mutation.
+    /// Applies log record `seq`, remembering the position under the same lock, so that a
+    /// snapshot taken at any moment knows exactly which records it holds.
+    pub fn apply_logged(&self, m: &Mutation, seq: u64) {
+        let mut g = self.inner.write();
+        g.apply(m);
+        g.log_records = seq + 1;
+    }
+
+    pub fn into_inner(self) -> Inner {
+        self.inner.into_inner()
+    }
+
+    /// Replaces the whole state (a restored snapshot).
+    pub fn replace(&self, inner: Inner) {
+        *self.inner.write() = inner;
+    }
+
     pub fn apply(&self, m: &Mutation) {
         self.inner.write().apply(m);
     }
@@ -623,6 +650,12 @@ impl Inner {
                         log_add(self.popularity_short[i], self.decay_short.log_term(w, e.ts));
                     self.engagements[i] += 1;
                     self.time_log.push((e.ts, item, w));
+                    let cap = self.config.time_log_cap.max(1);
+                    // Amortized: trimmed by an eighth at a time.
+                    if self.time_log.len() > cap + cap / 8 {
+                        let extra = self.time_log.len() - cap;
+                        self.time_log.drain(..extra);
+                    }
                     let term = self.decay.log_term(w, e.ts);
                     let surface = e
                         .surface
@@ -666,14 +699,17 @@ impl Inner {
                         insert_sorted(&mut st.hidden_creators, creator);
                     }
                 }
+                let seen_cap = self.config.seen_cap;
                 if e.kind.is_positive() {
                     first_time(&mut st.engaged, item, ts_s);
+                    cap_oldest(&mut st.engaged, seen_cap);
                 }
                 if e.kind.is_interaction() {
                     if st.first_s == 0 || ts_s < st.first_s {
                         st.first_s = ts_s;
                     }
                     first_time(&mut st.seen, item, ts_s);
+                    cap_oldest(&mut st.seen, seen_cap);
                     let rec = Interaction {
                         item,
                         ts_s,
@@ -716,6 +752,117 @@ fn insert_sorted(v: &mut Vec<Idx>, x: Idx) {
 }
 
 /// Records `item` at `ts_s` in a by-item list, keeping the earliest time.
+fn vec_bytes<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
+}
+
+/// Heap bytes of an id map: the strings, their boxes and the hash index (an estimate of
+/// `indexmap`'s layout: a bucket of hash + key, and one index slot per entry).
+fn idmap_bytes(m: &IdMap) -> usize {
+    let strings: usize = (0..m.len() as Idx)
+        .map(|i| m.name(i).map_or(0, str::len))
+        .sum();
+    strings + m.len() * (16 + 8 + 8)
+}
+
+fn json_bytes(a: &Option<Box<Map<String, Value>>>) -> usize {
+    // Parsed JSON takes about twice its text in maps, strings and values.
+    a.as_ref()
+        .map_or(0, |m| 2 * serde_json::to_string(m).map_or(0, |s| s.len()))
+}
+
+impl UserState {
+    /// Heap bytes this user's state holds (bounded by the caps: history, seen, shown,
+    /// follows).
+    pub fn heap_bytes(&self) -> usize {
+        vec_bytes(&self.follows)
+            + vec_bytes(&self.history)
+            + vec_bytes(&self.seen)
+            + vec_bytes(&self.engaged)
+            + vec_bytes(&self.hidden_items)
+            + vec_bytes(&self.hidden_creators)
+            + vec_bytes(&self.shown)
+            + vec_bytes(&self.segments)
+            + json_bytes(&self.attributes)
+    }
+}
+
+impl Inner {
+    /// Estimated heap bytes by part: what `cascade bench memory` reports and the budget in
+    /// `docs/benchmarks.md` is stated in.
+    pub fn memory(&self) -> Vec<(&'static str, usize)> {
+        let recs: usize = self
+            .item_recs
+            .iter()
+            .flatten()
+            .map(|r| {
+                r.title.len() + 4 * (r.categories.len() + r.tags.len()) + json_bytes(&r.attributes)
+            })
+            .sum();
+        let per_item = vec_bytes(&self.item_recs)
+            + vec_bytes(&self.item_hot)
+            + vec_bytes(&self.popularity)
+            + vec_bytes(&self.popularity_short)
+            + vec_bytes(&self.engagements)
+            + vec_bytes(&self.item_stats)
+            + vec_bytes(&self.impressions);
+        let creators: usize = self.creator_items.iter().map(vec_bytes).sum::<usize>()
+            + vec_bytes(&self.creator_items);
+        let users: usize = vec_bytes(&self.user_states)
+            + self
+                .user_states
+                .iter()
+                .map(UserState::heap_bytes)
+                .sum::<usize>();
+        let segments: usize = self
+            .segment_popularity
+            .iter()
+            .map(|m| m.capacity() * (4 + 8 + 1))
+            .sum();
+        vec![
+            ("item ids", idmap_bytes(&self.items)),
+            ("item records (title, labels, attributes)", recs),
+            ("item columns (hot fields, popularity, counters)", per_item),
+            ("creators' item lists", creators),
+            (
+                "labels (categories, creators, tags, segments)",
+                idmap_bytes(&self.categories)
+                    + idmap_bytes(&self.creators)
+                    + idmap_bytes(&self.tags)
+                    + idmap_bytes(&self.segments),
+            ),
+            ("user ids", idmap_bytes(&self.users)),
+            (
+                "user states (history, seen, engaged, hidden, shown, follows)",
+                users,
+            ),
+            ("engagement log (point in time)", vec_bytes(&self.time_log)),
+            ("segment popularity", segments),
+            ("fold log", vec_bytes(&self.fold_pairs)),
+        ]
+    }
+}
+
+/// Past `cap` (+ an eighth, amortized), keeps the `cap` items with the newest first time.
+fn cap_oldest(list: &mut Vec<(Idx, u32)>, cap: usize) {
+    let cap = cap.max(1);
+    if list.len() <= cap + cap / 8 {
+        return;
+    }
+    let mut times: Vec<u32> = list.iter().map(|&(_, t)| t).collect();
+    let cut = list.len() - cap;
+    let (_, &mut threshold, _) = times.select_nth_unstable(cut);
+    // Strictly older than the threshold go; ties at it are kept in item order until `cap`.
+    let mut keep_at = cap - list.iter().filter(|&&(_, t)| t > threshold).count();
+    list.retain(|&(_, t)| {
+        t > threshold
+            || (t == threshold && keep_at > 0 && {
+                keep_at -= 1;
+                true
+            })
+    });
+}
+
 fn first_time(list: &mut Vec<(Idx, u32)>, item: Idx, ts_s: u32) {
     match list.binary_search_by_key(&item, |&(i, _)| i) {
         Ok(p) => list[p].1 = list[p].1.min(ts_s),
@@ -756,6 +903,83 @@ mod tests {
             propensity: None,
             experiment: None,
         }
+    }
+
+    #[test]
+    fn per_user_seen_and_the_engagement_log_stay_within_their_caps() {
+        let s = State::new(StateConfig {
+            seen_cap: 40,
+            time_log_cap: 100,
+            history_cap: 10,
+            ..Default::default()
+        });
+        s.apply(&Mutation::UpsertItems(
+            (0..300).map(|i| item(&format!("i{i}"), "C")).collect(),
+        ));
+        // Items visited in a shuffled order, one per second.
+        let events: Vec<Event> = (0..300u32)
+            .map(|k| {
+                let i = (k * 7) % 300;
+                ev(
+                    EventKind::Click,
+                    "u",
+                    &format!("i{i}"),
+                    1_000 * i64::from(k + 1),
+                )
+            })
+            .collect();
+        s.apply(&Mutation::Events(events));
+        let g = s.read();
+        let u = g.user(g.users.get("u").expect("u")).expect("state");
+        assert!(u.seen.len() >= 40 && u.seen.len() <= 45, "{}", u.seen.len());
+        assert_eq!(u.engaged.len(), u.seen.len());
+        assert_eq!(u.history.len(), 10);
+        // The newest stay: every kept first-seen time is newer than every dropped one.
+        let oldest_kept = u.seen.iter().map(|&(_, t)| t).min().expect("kept");
+        assert!(oldest_kept as usize > 300 - u.seen.len(), "{oldest_kept}");
+        assert!(
+            u.seen.windows(2).all(|w| w[0].0 < w[1].0),
+            "still sorted by item"
+        );
+        assert!(g.time_log.len() >= 100 && g.time_log.len() <= 112);
+        assert_eq!(
+            g.time_log.last().map(|e| e.0),
+            Some(300_000),
+            "the newest kept"
+        );
+    }
+
+    #[test]
+    fn a_users_memory_is_bounded_however_many_events() {
+        let cfg = StateConfig::default();
+        let s = State::new(cfg);
+        s.apply(&Mutation::UpsertItems(
+            (0..30_000).map(|i| item(&format!("i{i}"), "C")).collect(),
+        ));
+        let mut sizes = Vec::new();
+        for round in 0..6u32 {
+            let events: Vec<Event> = (0..10_000u32)
+                .flat_map(|k| {
+                    let t = i64::from(round * 10_000 + k) * 1000;
+                    let i = format!("i{}", (k * 7 + round * 3_001) % 30_000);
+                    [
+                        ev(EventKind::Click, "u", &i, t),
+                        ev(EventKind::Impression, "u", &i, t),
+                    ]
+                })
+                .collect();
+            s.apply(&Mutation::Events(events));
+            let g = s.read();
+            sizes.push(g.user(0).expect("u").heap_bytes());
+        }
+        // history 200 × 16 B, seen and engaged ≤ 11,250 × 8 B each, shown 1,000 × 8 B, with
+        // Vec growth slack: under 512 KiB whatever the number of events.
+        let bound = 512 * 1024;
+        assert!(sizes.iter().all(|&b| b < bound), "{sizes:?}");
+        assert!(
+            sizes[5] <= sizes[2] * 11 / 10,
+            "flat once capped: {sizes:?}"
+        );
     }
 
     #[test]

@@ -144,6 +144,13 @@ pub struct StorageSection {
     pub segment_mb: u64,
     /// Submissions waiting for a group commit before writers wait.
     pub queue: usize,
+    /// Seconds between snapshots of the embedded state (restart = snapshot + log tail);
+    /// 0 disables them. Not used on the `nats` bus (a replica rebuilds from the stream).
+    pub snapshot_interval_s: u64,
+    /// Log records that must have arrived since the last snapshot for a new one.
+    pub snapshot_min_records: u64,
+    /// Snapshots kept (the newest).
+    pub snapshot_keep: usize,
     pub redis: cascade_scaleout::RedisConfig,
 }
 
@@ -193,6 +200,11 @@ pub struct FeaturesSection {
     pub trending_half_life_hours: f64,
     /// Interactions remembered per user.
     pub history_cap: usize,
+    /// Items remembered per user as seen (and as engaged); past it the oldest are forgotten.
+    pub seen_cap: usize,
+    /// Engagements kept for point-in-time popularity (requests replaying the past); past it
+    /// the oldest are dropped (16 bytes each).
+    pub time_log_cap: usize,
     pub weights: EventWeights,
     /// User attributes whose values define segments with their own popular lists.
     pub segments: Vec<String>,
@@ -479,6 +491,9 @@ impl Default for StorageSection {
             fsync: true,
             segment_mb: 256,
             queue: 4096,
+            snapshot_interval_s: 300,
+            snapshot_min_records: 1000,
+            snapshot_keep: 2,
             redis: Default::default(),
         }
     }
@@ -490,6 +505,8 @@ impl Default for FeaturesSection {
             popularity_half_life_hours: 168.0,
             trending_half_life_hours: 6.0,
             history_cap: 200,
+            seen_cap: 10_000,
+            time_log_cap: 10_000_000,
             weights: EventWeights::default(),
             segments: vec!["locale".into(), "age_band".into()],
         }

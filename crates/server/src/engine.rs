@@ -331,6 +331,75 @@ pub struct Replayed {
     pub replay: ReplayStats,
 }
 
+/// Where the embedded state's snapshots live.
+pub fn snapshots_dir(config: &Config) -> std::path::PathBuf {
+    config.data_dir.join("snapshots")
+}
+
+/// Snapshots cover the local log only: a replica on the bus rebuilds from the stream.
+fn snapshots_enabled(config: &Config) -> bool {
+    config.storage.snapshot_interval_s > 0
+        && config.bus.backend == crate::config::BusBackend::Embedded
+}
+
+/// Loads the newest usable snapshot into `state`; returns the log records it holds (0: none).
+fn restore_snapshot(state: &State, dir: &std::path::Path) -> u64 {
+    let t = Instant::now();
+    let (snap, damaged) = cascade_features::Snapshot::latest(dir);
+    for e in damaged {
+        tracing::warn!(error = %e, "skipping a damaged snapshot");
+    }
+    let Some(snap) = snap else {
+        return 0;
+    };
+    let records = snap.log_records;
+    let (config, keys) = {
+        let g = state.read();
+        (g.config, g.segment_keys.clone())
+    };
+    match snap.restore(config, &keys) {
+        Ok(Some(inner)) => {
+            state.replace(inner);
+            tracing::info!(
+                records,
+                ms = t.elapsed().as_millis() as u64,
+                "restored state snapshot"
+            );
+            records
+        }
+        Ok(None) => {
+            tracing::info!("state settings changed since the snapshot; full replay");
+            0
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "snapshot unusable; full replay");
+            0
+        }
+    }
+}
+
+/// Takes a snapshot of `state` into the data dir's snapshot directory.
+pub fn write_snapshot(
+    state: &State,
+    config: &Config,
+) -> Result<(std::path::PathBuf, u64), ServerError> {
+    let t = Instant::now();
+    let snap = cascade_features::Snapshot::of(&state.read());
+    let copied = t.elapsed();
+    let out = snap
+        .write(&snapshots_dir(config), config.storage.snapshot_keep)
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+    metrics::histogram!("cascade_snapshot_seconds").record(t.elapsed().as_secs_f64());
+    tracing::info!(
+        records = snap.log_records,
+        bytes = out.1,
+        copy_ms = copied.as_millis() as u64,
+        ms = t.elapsed().as_millis() as u64,
+        "wrote state snapshot"
+    );
+    Ok(out)
+}
+
 /// Trains the heavy ranker from the log at start (no bundle); without one the surfaces keep
 /// the pre-ranker's order and say so in `degraded`.
 fn start_ranker(config: &Config, log_dir: &std::path::Path) -> Option<Arc<cascade_gbdt::Model>> {
@@ -364,6 +433,8 @@ pub fn new_state(config: &Config) -> State {
             popularity_half_life_hours: config.features.popularity_half_life_hours,
             trending_half_life_hours: config.features.trending_half_life_hours,
             history_cap: config.features.history_cap,
+            seen_cap: config.features.seen_cap,
+            time_log_cap: config.features.time_log_cap,
         },
         config.features.segments.clone(),
     )
@@ -377,11 +448,27 @@ pub fn replay(config: &Config) -> Result<Replayed, ServerError> {
     let mut opts = LogOptions::new(dir.log_dir());
     opts.fsync = config.storage.fsync;
     opts.segment_bytes = config.storage.segment_mb << 20;
+    let skip = if snapshots_enabled(config) {
+        restore_snapshot(&state, &snapshots_dir(config))
+    } else {
+        0
+    };
     let (log, replay) = {
         let st = state.clone();
-        EventLog::open(opts, &mut |m| st.apply(&m))?
+        match EventLog::open_from(opts.clone(), skip, &mut |m, seq| st.apply_logged(&m, seq)) {
+            Err(cascade_storage::StorageError::SnapshotAhead { snapshot, log }) => {
+                // The log lost records a snapshot holds (restored from an older backup?):
+                // the log is the truth, replay it all.
+                tracing::warn!(snapshot, log, "snapshot ahead of the log; full replay");
+                let fresh = new_state(config);
+                st.replace(fresh.into_inner());
+                EventLog::open_from(opts, 0, &mut |m, seq| st.apply_logged(&m, seq))?
+            }
+            other => other?,
+        }
     };
     tracing::info!(
+        from_snapshot = replay.skipped,
         records = replay.records,
         truncated = replay.truncated_bytes,
         ms = started.elapsed().as_millis() as u64,
@@ -440,7 +527,7 @@ impl Engine {
             let st = state.clone();
             Arc::new(LogWriter::spawn(
                 log,
-                Box::new(move |m| st.apply(m)),
+                Box::new(move |m, seq| st.apply_logged(m, seq)),
                 config.storage.queue,
             )?)
         };
@@ -681,6 +768,12 @@ impl Engine {
         }
     }
 
+    /// Writes a snapshot of the state now (the data loop does this every
+    /// `storage.snapshot_interval_s`).
+    pub fn snapshot_now(&self) -> Result<(std::path::PathBuf, u64), ServerError> {
+        write_snapshot(&self.env.state, &self.config)
+    }
+
     /// Rebuilds models now (tests and tools; the data loop does this periodically).
     pub fn rebuild_models(&self) {
         let prev = self.env.models.load();
@@ -760,6 +853,7 @@ fn spawn_data_loop(
             }
         }),
     )?;
+    let snapshot_parts = (state.clone(), config.clone(), stop.clone());
     let heavy = spawn(
         "cascade-models",
         Box::new(move || {
@@ -789,7 +883,29 @@ fn spawn_data_loop(
             }
         }),
     )?;
-    Ok(vec![popular, heavy])
+    let mut threads = vec![popular, heavy];
+    let (st, cfg, halt) = snapshot_parts;
+    if snapshots_enabled(&cfg) {
+        threads.push(spawn(
+            "cascade-snapshot",
+            Box::new(move || {
+                let every = Duration::from_secs(cfg.storage.snapshot_interval_s);
+                let mut taken = st.read().log_records;
+                while !halt.load(Ordering::SeqCst) {
+                    sleep_unless(&halt, every);
+                    let now = st.read().log_records;
+                    if now.saturating_sub(taken) < cfg.storage.snapshot_min_records.max(1) {
+                        continue;
+                    }
+                    match write_snapshot(&st, &cfg) {
+                        Ok(_) => taken = now,
+                        Err(e) => tracing::warn!(error = %e, "snapshot failed"),
+                    }
+                }
+            }),
+        )?);
+    }
+    Ok(threads)
 }
 
 fn fold_step(folder: &parking_lot::Mutex<ItemFolder>, state: &State, models: &ModelStore) -> usize {

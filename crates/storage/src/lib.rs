@@ -38,6 +38,8 @@ pub enum StorageError {
     Encode(String),
     #[error("the log writer is shut down")]
     Closed,
+    #[error("a snapshot holds {snapshot} records but the log only {log}")]
+    SnapshotAhead { snapshot: u64, log: u64 },
     #[error("the log writer queue is full")]
     Busy,
 }

@@ -44,6 +44,8 @@ pub struct ReplayStats {
     pub bytes: u64,
     /// Bytes cut off the newest segment because its last record was torn.
     pub truncated_bytes: u64,
+    /// Records skipped (checksummed, not decoded nor applied): a snapshot held them.
+    pub skipped: u64,
 }
 
 /// The append side of the log, owned by one thread (the [`crate::LogWriter`] or an importer).
@@ -165,6 +167,17 @@ impl EventLog {
     /// Opens (creating if needed) the log, replaying every record into `apply` in order,
     /// repairing a torn tail of the newest segment.
     pub fn open(opts: LogOptions, apply: &mut dyn FnMut(Mutation)) -> Result<(Self, ReplayStats)> {
+        Self::open_from(opts, 0, &mut |m, _| apply(m))
+    }
+
+    /// [`EventLog::open`] that applies only records from sequence number `skip` on (a
+    /// snapshot holds the ones before), each with its sequence number. Earlier records are
+    /// still checksummed: damage is found whether or not a snapshot covers it.
+    pub fn open_from(
+        opts: LogOptions,
+        skip: u64,
+        apply: &mut dyn FnMut(Mutation, u64),
+    ) -> Result<(Self, ReplayStats)> {
         std::fs::create_dir_all(&opts.dir).map_err(|e| StorageError::io(&opts.dir, e))?;
         let segments = list_segments(&opts.dir)?;
         let mut stats = ReplayStats::default();
@@ -173,6 +186,11 @@ impl EventLog {
             let path = segment_path(&opts.dir, n);
             let newest = i + 1 == segments.len();
             let mut on_record = |payload: &[u8]| -> Result<()> {
+                let seq = stats.records + stats.skipped;
+                if seq < skip {
+                    stats.skipped += 1;
+                    return Ok(());
+                }
                 let m = codec::decode(payload).map_err(|reason| StorageError::Corrupt {
                     path: path.clone(),
                     offset: 0,
@@ -180,7 +198,7 @@ impl EventLog {
                 })?;
                 stats.records += 1;
                 stats.bytes += payload.len() as u64 + 8;
-                apply(m);
+                apply(m, seq);
                 Ok(())
             };
             match scan_segment(&path, &mut on_record)? {
@@ -232,7 +250,13 @@ impl EventLog {
         }
         file.seek(SeekFrom::Start(last_len))
             .map_err(|e| StorageError::io(&path, e))?;
-        let records = stats.records;
+        let records = stats.records + stats.skipped;
+        if skip > records {
+            return Err(StorageError::SnapshotAhead {
+                snapshot: skip,
+                log: records,
+            });
+        }
         Ok((
             Self {
                 opts,

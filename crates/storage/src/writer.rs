@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
-/// Applies a committed mutation to in-memory state; runs on the writer thread, in log order.
-pub type Applier = Box<dyn FnMut(&Mutation) + Send>;
+/// Applies a committed mutation (with its record sequence number) to in-memory state; runs on
+/// the writer thread, in log order.
+pub type Applier = Box<dyn FnMut(&Mutation, u64) + Send>;
 
 enum Msg {
     Write {
@@ -185,7 +186,7 @@ fn commit(
     metrics::histogram!("cascade_log_commit_seconds").record(start.elapsed().as_secs_f64());
     metrics::counter!("cascade_log_records_total").increment(group.len() as u64);
     for ((m, ack), seq) in group.drain(..).zip(seqs) {
-        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(&m)));
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| apply(&m, seq)));
         if applied.is_err() {
             if let Some(ack) = ack {
                 let _ = ack.send(Err(StorageError::Encode(
@@ -259,7 +260,7 @@ mod tests {
         let w = Arc::new(
             LogWriter::spawn(
                 log,
-                Box::new(move |_| {
+                Box::new(move |_, _| {
                     a.fetch_add(1, Ordering::SeqCst);
                 }),
                 64,
