@@ -28,6 +28,9 @@ pub struct FreshArgs {
     /// the bus); events are posted to the first, recommendations read from the second.
     #[arg(long)]
     replica_data_dir: Option<PathBuf>,
+    /// Rounds of 20 new items each for the aggregate measurements (0: skip them).
+    #[arg(long, default_value_t = 3)]
+    item_rounds: usize,
 }
 
 pub fn run(args: FreshArgs) -> anyhow::Result<()> {
@@ -51,7 +54,14 @@ pub fn run(args: FreshArgs) -> anyhow::Result<()> {
                 .filter_map(|u| g.users.name(u as u32).map(str::to_string))
                 .collect()
         };
-        let out = trials(&write_base, &read_base, &users, &args).await;
+        let mut out = trials(&write_base, &read_base, &users, &args).await;
+        let reader = replica.as_ref().map_or(&engine, |r| &r.0);
+        if out.is_ok() {
+            out = social_trials(reader, &write_base, &read_base, &users, &args).await;
+        }
+        if out.is_ok() && args.item_rounds > 0 {
+            out = item_trials(reader, &write_base, &users, &args).await;
+        }
         for (e, _, stop, server) in replica.into_iter().chain(std::iter::once((
             engine,
             write_base,
@@ -235,6 +245,330 @@ async fn trials(write: &str, read: &str, users: &[String], args: &FreshArgs) -> 
         ms(&hide, 0.99),
         hide.max() as f64 / 1000.0,
         hide_none
+    );
+    Ok(())
+}
+
+/// New items and aggregates: 20 new items per round are upserted, then 12 users each view a
+/// popular item and like a new one; measured from the events' acknowledgement until each new
+/// item is a `fresh` candidate, is in the ANN index, has co-visitation neighbours, and is in
+/// the trending list (on the reading replica).
+async fn item_trials(
+    engine: &std::sync::Arc<cascade_server::Engine>,
+    write: &str,
+    users: &[String],
+    args: &FreshArgs,
+) -> anyhow::Result<()> {
+    const NEW: usize = 20;
+    const FANS: usize = 12;
+    let client = reqwest::Client::new();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(args.seed + 1);
+    let pipeline = engine
+        .pipelines
+        .get("home")
+        .context("surface home")?
+        .clone();
+    let fresh_slot = pipeline
+        .sources
+        .iter()
+        .position(|s| s.source.name() == "fresh")
+        .context("home has no fresh source")?;
+    let (creators, anchors) = {
+        let g = engine.env.state.read();
+        let models = engine.env.models.load();
+        let anchors: Vec<String> = models
+            .popular
+            .global
+            .iter()
+            .take(50)
+            .map(|&(i, _)| g.item_id(i).to_string())
+            .collect();
+        let creators: Vec<String> = (0..g.creators.len().min(200) as u32)
+            .filter_map(|c| g.creators.name(c).map(str::to_string))
+            .collect();
+        (creators, anchors)
+    };
+    let names = [
+        "fresh candidate",
+        "in the ANN index",
+        "co-visitation neighbours",
+        "trending",
+    ];
+    let mut hist: Vec<Histogram<u64>> = (0..4)
+        .map(|_| Histogram::<u64>::new(3))
+        .collect::<Result<_, _>>()?;
+    let mut missing = [0usize; 4];
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .subsec_nanos();
+    for round in 0..args.item_rounds {
+        let ids: Vec<String> = (0..NEW)
+            .map(|k| format!("new-{nanos}-{round}-{k}"))
+            .collect();
+        let items: Vec<Value> = ids
+            .iter()
+            .map(|id| {
+                json!({"id": id, "title": format!("New {id}"), "categories": ["Tech"],
+                       "creator_id": creators.choose(&mut rng)})
+            })
+            .collect();
+        let r = client
+            .post(format!("{write}/v1/items"))
+            .json(&json!({ "items": items }))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "items refused: {}", r.status());
+        let mut events = Vec::new();
+        for id in &ids {
+            for _ in 0..FANS {
+                let user = users.choose(&mut rng).context("no users")?;
+                let anchor = anchors.choose(&mut rng).context("no items")?;
+                events.push(json!({"type": "view", "user_id": user, "item_id": anchor}));
+                events.push(json!({"type": "like", "user_id": user, "item_id": id}));
+            }
+        }
+        let r = client
+            .post(format!("{write}/v1/events"))
+            .json(&json!({ "events": events }))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "events refused: {}", r.status());
+        let t0 = Instant::now();
+        let mut done = vec![[false; 4]; NEW];
+        while t0.elapsed() < Duration::from_secs(90) && done.iter().any(|d| d.iter().any(|x| !x)) {
+            let user = users.choose(&mut rng).context("no users")?.clone();
+            let q =
+                cascade_pipeline::Query::new("home", &user, 20, cascade_core::time::now_millis());
+            let cands = pipeline.merged_candidates(&engine.env, q).await;
+            let models = engine.env.models.load();
+            let idx: Vec<Option<u32>> = {
+                let g = engine.env.state.read();
+                ids.iter().map(|id| g.items.get(id)).collect()
+            };
+            for (k, i) in idx.iter().enumerate() {
+                let Some(i) = *i else { continue };
+                let now = [
+                    cands.as_ref().is_some_and(|(_, c)| {
+                        c.items
+                            .iter()
+                            .any(|x| x.item == i && x.has_source(fresh_slot))
+                    }),
+                    models.ann.as_ref().is_some_and(|a| a.contains(i)),
+                    !models.covis.neighbors(i).0.is_empty(),
+                    models.popular.trending.iter().any(|&(t, _)| t == i),
+                ];
+                for m in 0..4 {
+                    if now[m] && !done[k][m] {
+                        done[k][m] = true;
+                        hist[m].record(t0.elapsed().as_micros() as u64)?;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for d in &done {
+            for m in 0..4 {
+                missing[m] += usize::from(!d[m]);
+            }
+        }
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    for m in 0..4 {
+        println!(
+            "new item -> {}: {} items, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; not within 90 s: {}",
+            names[m],
+            hist[m].len(),
+            ms(&hist[m], 0.5),
+            ms(&hist[m], 0.99),
+            hist[m].max() as f64 / 1000.0,
+            missing[m]
+        );
+    }
+    Ok(())
+}
+
+/// The user's `home` list: item ids and whether each was ranked (not explored, pinned or
+/// padded) — what an event's effect is read from.
+async fn ranked_ids(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+) -> anyhow::Result<Vec<(String, bool)>> {
+    let v: Value = client
+        .get(format!(
+            "{base}/v1/recommendations/home?user_id={user}&n=50"
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(v["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter_map(|i| {
+            Some((
+                i["item_id"].as_str()?.to_string(),
+                i["placed_by"] == "ranked",
+            ))
+        })
+        .collect())
+}
+
+/// A follow (a creator whose items the user was not shown, nor follows): until one of the
+/// creator's items is ranked in. A skip of the top item: until it is gone.
+async fn social_trials(
+    engine: &std::sync::Arc<cascade_server::Engine>,
+    write: &str,
+    read: &str,
+    users: &[String],
+    args: &FreshArgs,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(args.seed + 2);
+    let max = Duration::from_millis(args.max_wait_ms);
+    let (mut follow, mut skip) = (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
+    let mut candidate = Histogram::<u64>::new(3)?;
+    let (mut follow_none, mut skip_none, mut candidate_none) = (0, 0, 0);
+    let pipeline = engine
+        .pipelines
+        .get("home")
+        .context("surface home")?
+        .clone();
+    let follows_slot = pipeline
+        .sources
+        .iter()
+        .position(|s| s.source.name() == "follows")
+        .context("home has no follows source")?;
+    let creator_of = |id: &str| -> Option<String> {
+        let g = engine.env.state.read();
+        let c = g.hot(g.items.get(id)?).creator;
+        g.creators.name(c).map(str::to_string)
+    };
+    let popular: Vec<String> = {
+        let g = engine.env.state.read();
+        let models = engine.env.models.load();
+        models
+            .popular
+            .global
+            .iter()
+            .take(2000)
+            .map(|&(i, _)| g.item_id(i).to_string())
+            .collect()
+    };
+    for _ in 0..args.trials {
+        let user = users.choose(&mut rng).context("no users")?.clone();
+        let before = ranked_ids(&client, read, &user).await?;
+        if before.len() < 20 {
+            continue;
+        }
+        let shown: HashSet<String> = before.iter().filter_map(|(i, _)| creator_of(i)).collect();
+        let followed: HashSet<String> = {
+            let g = engine.env.state.read();
+            g.users
+                .get(&user)
+                .and_then(|u| g.user(u))
+                .map(|u| {
+                    u.follows
+                        .iter()
+                        .filter_map(|&c| g.creators.name(c).map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let Some(creator) = (0..50).find_map(|_| {
+            let c = creator_of(popular.choose(&mut rng)?)?;
+            (!shown.contains(&c) && !followed.contains(&c)).then_some(c)
+        }) else {
+            continue;
+        };
+        let t0 = Instant::now();
+        let r = client
+            .post(format!("{write}/v1/events"))
+            .json(&json!({"events": [{"type": "follow", "user_id": user, "creator_id": creator}]}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "follow refused: {}", r.status());
+        // The follow reaches the features: the creator's items are `follows` candidates.
+        loop {
+            let q =
+                cascade_pipeline::Query::new("home", &user, 50, cascade_core::time::now_millis());
+            let cands = pipeline.merged_candidates(&engine.env, q).await;
+            let found = cands.as_ref().is_some_and(|(_, c)| {
+                let g = engine.env.state.read();
+                c.items.iter().any(|x| {
+                    x.has_source(follows_slot)
+                        && g.creators.name(g.hot(x.item).creator) == Some(creator.as_str())
+                })
+            });
+            if found {
+                candidate.record(t0.elapsed().as_micros() as u64)?;
+                break;
+            }
+            if t0.elapsed() > max {
+                candidate_none += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        loop {
+            let now = ranked_ids(&client, read, &user).await?;
+            if now
+                .iter()
+                .any(|(i, ranked)| *ranked && creator_of(i).as_deref() == Some(creator.as_str()))
+            {
+                follow.record(t0.elapsed().as_micros() as u64)?;
+                break;
+            }
+            if t0.elapsed() > max {
+                follow_none += 1;
+                break;
+            }
+        }
+        let now = ranked_ids(&client, read, &user).await?;
+        let Some((top, _)) = now.first().cloned() else {
+            continue;
+        };
+        let t0 = Instant::now();
+        post(&client, write, "skip", &user, &top).await?;
+        loop {
+            let now = ranked_ids(&client, read, &user).await?;
+            if now.iter().all(|(i, _)| *i != top) {
+                skip.record(t0.elapsed().as_micros() as u64)?;
+                break;
+            }
+            if t0.elapsed() > max {
+                skip_none += 1;
+                break;
+            }
+        }
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "follow -> the creator's items are `follows` candidates: {} trials, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; not within {} ms: {}",
+        candidate.len(),
+        ms(&candidate, 0.5),
+        ms(&candidate, 0.99),
+        candidate.max() as f64 / 1000.0,
+        args.max_wait_ms,
+        candidate_none
+    );
+    println!(
+        "follow -> one of the creator's items is ranked in: {} trials, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; no effect within {} ms: {}",
+        follow.len(),
+        ms(&follow, 0.5),
+        ms(&follow, 0.99),
+        follow.max() as f64 / 1000.0,
+        args.max_wait_ms,
+        follow_none
+    );
+    println!(
+        "skip -> the item is gone: {} trials, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; no effect: {}",
+        skip.len(),
+        ms(&skip, 0.5),
+        ms(&skip, 0.99),
+        skip.max() as f64 / 1000.0,
+        skip_none
     );
     Ok(())
 }

@@ -95,6 +95,9 @@ pub struct BoostRule {
     /// An item attribute that must be `true` (e.g. `original`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribute: Option<String>,
+    /// `true`: only items by a creator the requesting user follows; `false`: only others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followed: Option<bool>,
     /// Added to the ranker's score (its scale: a LambdaMART margin, where one unit is a
     /// large move).
     pub add: f32,
@@ -109,9 +112,10 @@ impl BoostRule {
             && self.tag.is_none()
             && self.creator.is_none()
             && self.attribute.is_none()
+            && self.followed.is_none()
         {
             return Err(format!(
-                "rule `{}` needs category, tag, creator or attribute",
+                "rule `{}` needs category, tag, creator, attribute or followed",
                 self.name
             ));
         }
@@ -121,10 +125,17 @@ impl BoostRule {
         Ok(())
     }
 
-    fn matches(&self, g: &Inner, item: Idx) -> bool {
+    /// Whether `item` matches for a user following `follows` (sorted creator indexes).
+    fn matches(&self, g: &Inner, item: Idx, follows: &[Idx]) -> bool {
         let Some(r) = g.item(item) else {
             return false;
         };
+        if let Some(want) = self.followed
+            && (r.creator != cascade_core::NONE_IDX && follows.binary_search(&r.creator).is_ok())
+                != want
+        {
+            return false;
+        }
         let named = |want: &Option<String>, map: &cascade_core::IdMap, have: &[Idx]| {
             want.as_deref()
                 .is_none_or(|w| map.get(w).is_some_and(|x| have.contains(&x)))
@@ -143,7 +154,7 @@ impl BoostRule {
 
     /// Whether the rule applies to `item`, for traces.
     pub fn applies(&self, ctx: &RequestCtx, item: Idx) -> bool {
-        self.matches(&ctx.state.read(), item)
+        self.matches(&ctx.state.read(), item, &ctx.user.follows)
     }
 }
 
@@ -168,7 +179,7 @@ impl Scorer for Boosts {
         let g = ctx.state.read();
         for (s, c) in scores.iter_mut().zip(&cands.items) {
             for r in &self.rules {
-                if r.matches(&g, c.item) {
+                if r.matches(&g, c.item, &ctx.user.follows) {
                     *s += r.add;
                 }
             }

@@ -332,3 +332,31 @@ fn exploration_propensities_match_how_often_items_are_picked() {
     }
     assert!(checked >= 2, "too few frequent picks to compare");
 }
+
+#[test]
+fn a_followed_boost_applies_only_to_creators_the_user_follows() {
+    let items: Vec<_> = (0..4).map(|n| item(n, "Drama", &format!("c{n}"))).collect();
+    let follow = cascade_core::Event {
+        kind: EventKind::Follow,
+        target: cascade_core::Target::Creator("c1".into()),
+        ..event(EventKind::Follow, "fan", 0, 5)
+    };
+    let env = world(items, vec![], vec![follow]);
+    let rules = vec![BoostRule {
+        name: "followed".into(),
+        followed: Some(true),
+        add: 1.0,
+        ..Default::default()
+    }];
+    assert!(rules[0].validate().is_ok());
+    let c = ranked(&[0, 1, 2, 3]);
+    for (user, want) in [("fan", vec![1.0, 2.0, 1.0, 1.0]), ("other", vec![1.0; 4])] {
+        let mut scores = vec![1.0f32; 4];
+        Boosts {
+            rules: rules.clone(),
+        }
+        .score(&ctx(&env, query(user, 4, 10)), &c, &mut scores)
+        .expect("ok");
+        assert_eq!(scores, want, "{user}");
+    }
+}

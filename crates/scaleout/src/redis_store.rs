@@ -200,9 +200,15 @@ impl RedisStore {
                 })
                 .collect()
         };
-        let mut pipe = redis::pipe();
+        // One pipeline, one round trip; on a cluster one per user (each user's keys share a
+        // slot, and a cluster pipeline may not cross slots), sent concurrently.
+        let cluster = matches!(self.conn, Conn::Cluster(_));
+        let mut pipes: std::collections::HashMap<&str, redis::Pipeline> = Default::default();
         for (k, (e, creator)) in events.iter().zip(&creators).enumerate() {
             let u = &e.user_id;
+            let pipe = pipes
+                .entry(if cluster { u.as_str() } else { "" })
+                .or_insert_with(redis::pipe);
             match &e.target {
                 Target::Creator(c) => {
                     let part = match e.kind {
@@ -273,7 +279,8 @@ impl RedisStore {
                 }
             }
         }
-        self.conn.run::<()>(&pipe).await
+        futures::future::try_join_all(pipes.values().map(|p| self.conn.run::<()>(p))).await?;
+        Ok(())
     }
 
     /// Reads one user's features in one round trip, resolved to this replica's dense ids.
@@ -359,9 +366,44 @@ impl RedisStore {
         Ok(Some(st))
     }
 
-    /// Deletes every key under this store's prefix (tests and decommissioning).
+    /// Deletes every key under this store's prefix (tests and decommissioning); on a
+    /// cluster, on every master (a scan sees one node's keys).
     pub async fn clear(&self) -> Result<usize> {
-        let pattern = format!("{}:*", self.config.prefix);
+        match &self.conn {
+            Conn::Single(_) => Self::clear_on(&self.conn, &self.config.prefix).await,
+            Conn::Cluster(_) => {
+                let mut slots = redis::pipe();
+                slots.cmd("CLUSTER").arg("SLOTS");
+                let (ranges,): (Vec<redis::Value>,) = self.conn.run(&slots).await?;
+                let mut masters: Vec<String> = Vec::new();
+                for r in &ranges {
+                    // [start, end, [host, port, id], replicas...]
+                    if let redis::Value::Array(parts) = r
+                        && let Some(redis::Value::Array(master)) = parts.get(2)
+                        && let (Some(host), Some(redis::Value::Int(port))) =
+                            (master.first(), master.get(1))
+                    {
+                        let host: String = redis::FromRedisValue::from_redis_value(host.clone())
+                            .map_err(|e| ScaleoutError::Encode(e.to_string()))?;
+                        let url = format!("redis://{host}:{port}");
+                        if !masters.contains(&url) {
+                            masters.push(url);
+                        }
+                    }
+                }
+                let mut deleted = 0;
+                for url in masters {
+                    let client = redis::Client::open(url.as_str())?;
+                    let node = Conn::Single(ConnectionManager::new(client).await?);
+                    deleted += Self::clear_on(&node, &self.config.prefix).await?;
+                }
+                Ok(deleted)
+            }
+        }
+    }
+
+    async fn clear_on(conn: &Conn, prefix: &str) -> Result<usize> {
+        let pattern = format!("{prefix}:*");
         let mut cursor: u64 = 0;
         let mut deleted = 0;
         loop {
@@ -372,11 +414,11 @@ impl RedisStore {
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(1000);
-            let ((next, keys),): ((u64, Vec<String>),) = self.conn.run(&scan).await?;
+            let ((next, keys),): ((u64, Vec<String>),) = conn.run(&scan).await?;
             for key in &keys {
                 let mut del = redis::pipe();
                 del.cmd("DEL").arg(key);
-                let (n,): (usize,) = self.conn.run(&del).await?;
+                let (n,): (usize,) = conn.run(&del).await?;
                 deleted += n;
             }
             cursor = next;

@@ -406,3 +406,154 @@ mod parking_lot_free {
         }
     }
 }
+
+/// A three-master Redis Cluster of this test's own (`redis-server` processes on free ports),
+/// shut down on drop.
+struct LocalCluster {
+    nodes: Vec<std::process::Child>,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalCluster {
+    fn start() -> Option<Self> {
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().ok()?;
+        let ports: Vec<u16> = (0..3)
+            .map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+                l.local_addr().expect("addr").port()
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for p in &ports {
+            let d = dir.path().join(p.to_string());
+            std::fs::create_dir_all(&d).ok()?;
+            let child = Command::new("redis-server")
+                .args(["--port", &p.to_string(), "--cluster-enabled", "yes"])
+                .args([
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .current_dir(&d)
+                .stdout(Stdio::null())
+                .spawn()
+                .ok()?;
+            nodes.push(child);
+        }
+        let cluster = LocalCluster {
+            nodes,
+            ports,
+            _dir: dir,
+        };
+        let up = |p: u16| {
+            Command::new("redis-cli")
+                .args(["-p", &p.to_string(), "ping"])
+                .output()
+                .is_ok_and(|o| o.stdout.starts_with(b"PONG"))
+        };
+        let t = Instant::now();
+        while !cluster.ports.iter().all(|&p| up(p)) {
+            if t.elapsed() > Duration::from_secs(10) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let addrs: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !created {
+            return None;
+        }
+        let ok = |p: u16| {
+            Command::new("redis-cli")
+                .args(["-p", &p.to_string(), "cluster", "info"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+        };
+        let t = Instant::now();
+        while !cluster.ports.iter().all(|&p| ok(p)) {
+            if t.elapsed() > Duration::from_secs(20) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(cluster)
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_is_addressed_by_slot_with_one_users_keys_on_one_node() {
+    // Backend tests on (CI), and a `redis-server` to make a cluster of.
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(cluster) = LocalCluster::start() else {
+        panic!("could not start a local Redis Cluster (redis-server and redis-cli on PATH?)");
+    };
+    let cfg = RedisConfig {
+        cluster_nodes: vec![format!("redis://127.0.0.1:{}", cluster.ports[0])],
+        prefix: unique("cluster"),
+        ..Default::default()
+    };
+    let store = RedisStore::connect(cfg, catalog(40))
+        .await
+        .expect("connect cluster");
+    let embedded = EmbeddedStore(catalog(40));
+    let evs = events(300);
+    for (seq, batch) in evs.chunks(30).enumerate() {
+        store.apply(seq as u64 + 1, batch).await.expect("apply");
+        embedded.apply(seq as u64 + 1, batch).await.expect("apply");
+    }
+    for u in 0..5 {
+        let id = format!("u{u}");
+        let want = embedded.user(&id).await.expect("read").expect("user");
+        let got = store.user(&id).await.expect("read").expect("user");
+        assert_eq!(store_fields(&got), store_fields(&want), "user {id}");
+    }
+    // The five users' keys spread over the masters; clearing finds them on every one.
+    let per_node: Vec<usize> = cluster
+        .ports
+        .iter()
+        .map(|p| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &p.to_string(), "dbsize"])
+                .output()
+                .expect("dbsize");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(
+        per_node.iter().filter(|&&n| n > 0).count() >= 2,
+        "{per_node:?}"
+    );
+    let total: usize = per_node.iter().sum();
+    assert_eq!(store.clear().await.expect("clear"), total);
+    assert!(store.user("u0").await.expect("read").is_none());
+}

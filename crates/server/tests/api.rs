@@ -339,6 +339,70 @@ async fn recommendations_end_to_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_like_brings_the_liked_items_neighbours_into_the_next_response() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Exploration off: an explored slot could show a neighbour by chance.
+    let s = TestServer::start(tmp.path(), |c| {
+        if let Some(h) = c.surfaces.get_mut("home") {
+            h.exploration.share = 0.0;
+        }
+    })
+    .await;
+    seed_world(&s).await;
+    let recs = |v: &Value| -> Vec<(String, Option<String>)> {
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| {
+                (
+                    i["item_id"].as_str().expect("id").to_string(),
+                    i["explain"]["seed_item_id"].as_str().map(str::to_string),
+                )
+            })
+            .collect()
+    };
+    // A new user: nothing is seeded by anything yet.
+    let path = "/v1/recommendations/home?user_id=newfan&n=10&explain=true";
+    let (_, r) = s.get(path).await;
+    let before = recs(&r);
+    assert!(before.iter().all(|(_, seed)| seed.is_none()), "{before:?}");
+    // Like an item whose co-visited neighbours were not shown.
+    let mut chosen = None;
+    for i in 0..30 {
+        let id = format!("i{i}");
+        if [5, 6].contains(&i) || before.iter().any(|(x, _)| *x == id) {
+            continue;
+        }
+        let (_, sim) = s.get(&format!("/v1/items/{id}/similar?n=5")).await;
+        let unseen: Vec<String> = sim["items"]
+            .as_array()
+            .expect("similar")
+            .iter()
+            .filter_map(|x| x["item_id"].as_str().map(str::to_string))
+            .filter(|x| before.iter().all(|(b, _)| b != x))
+            .collect();
+        if !unseen.is_empty() {
+            chosen = Some((id, unseen));
+            break;
+        }
+    }
+    let (liked, unseen) = chosen.expect("an item with unseen neighbours");
+    let like = json!({"events": [{"type": "like", "user_id": "newfan", "item_id": liked}]});
+    assert_eq!(s.post("/v1/events", like).await.0, 200);
+    let (_, r) = s.get(path).await;
+    let after = recs(&r);
+    assert!(after.iter().all(|(i, _)| *i != liked), "liked is seen now");
+    assert!(
+        after
+            .iter()
+            .any(|(i, seed)| unseen.contains(i) && seed.as_deref() == Some(liked.as_str())),
+        "a neighbour of {liked} ({unseen:?}) came in, seeded by it: {after:?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feedback_hides_and_deletes_take_effect_at_once() {
     let tmp = tempfile::tempdir().expect("tmp");
     let s = TestServer::start(tmp.path(), |_| {}).await;

@@ -110,10 +110,14 @@ impl CandidateSource for FollowsSource {
     }
 }
 
-/// The newest items created before `now` of each creator, scored by recency.
+/// The newest items created before `now` of each creator, scored by recency, taken round by
+/// round (every creator's newest, then every creator's second newest, ...) so that each
+/// followed creator is represented — a creator just followed as much as one followed for
+/// years — before the list is cut at `limit`.
 fn newest_of(g: &cascade_features::Inner, creators: &[u32], now: Millis, limit: usize) -> Vec<Hit> {
     let now_s = (now.max(0) / 1000).min(i64::from(u32::MAX)) as u32;
-    let mut hits: Vec<Hit> = Vec::new();
+    // (round, hit) for every creator's newest PER_CREATOR items.
+    let mut hits: Vec<(usize, Hit)> = Vec::new();
     for &creator in creators {
         let Some(items) = g.creator_items.get(creator as usize) else {
             continue;
@@ -122,20 +126,27 @@ fn newest_of(g: &cascade_features::Inner, creators: &[u32], now: Millis, limit: 
             .iter()
             .filter(|&&i| g.hot(i).created_s <= now_s)
             .take(PER_CREATOR);
-        for &i in recent {
+        for (round, &i) in recent.enumerate() {
             let created = i64::from(g.hot(i).created_s) * 1000;
             // Never zero: an old item of a followed creator is still a candidate.
             let score = recency(now, created, FOLLOWS_HORIZON_MS).max(0.01);
-            hits.push(Hit {
-                item: i,
-                score,
-                seed: NONE_IDX,
-            });
+            hits.push((
+                round,
+                Hit {
+                    item: i,
+                    score,
+                    seed: NONE_IDX,
+                },
+            ));
         }
     }
-    hits.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
+    hits.sort_unstable_by(|(ra, a), (rb, b)| {
+        ra.cmp(rb)
+            .then(b.score.total_cmp(&a.score))
+            .then(a.item.cmp(&b.item))
+    });
     hits.truncate(limit);
-    hits
+    hits.into_iter().map(|(_, h)| h).collect()
 }
 
 /// Items of the curated lists active at `now` for the request's surface, in list order,

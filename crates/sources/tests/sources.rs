@@ -313,3 +313,34 @@ async fn embedding_search_through_the_index_matches_the_exact_scan() {
     };
     assert_eq!(sorted(with_index), sorted(exact));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_represents_every_followed_creator_before_the_cut() {
+    use cascade_core::{TimeInput, User};
+    use cascade_sources::FollowsSource;
+    // "busy" posted 8 new items; "quiet" one old item: a cut at 5 by recency alone would
+    // leave "quiet" out.
+    let mut items = catalog();
+    for (n, it) in items.iter_mut().enumerate().take(9) {
+        it.creator_id = Some("busy".into());
+        it.created_at = Some(TimeInput((1000 + n as i64) * 1000));
+    }
+    items[9].creator_id = Some("quiet".into());
+    items[9].created_at = Some(TimeInput(10_000));
+    let users = vec![User {
+        id: "me".into(),
+        attributes: Default::default(),
+        follows: vec!["busy".into(), "quiet".into()],
+    }];
+    let env = world(items, users, vec![]);
+    let src = FollowsSource {
+        pool: env.pool.clone(),
+    };
+    let hits = src
+        .retrieve(&ctx(&env, query("me", 5, 5000)), 5)
+        .await
+        .expect("hits");
+    assert_eq!(hits.len(), 5);
+    assert!(hits.iter().any(|h| h.item == 9), "{hits:?}");
+    assert_eq!(hits[0].item, 8, "round one, newest first: {hits:?}");
+}
