@@ -150,9 +150,59 @@ async fn wait_for(
     max: Duration,
     done: impl Fn(&[(String, Option<String>)]) -> bool,
 ) -> anyhow::Result<Option<Duration>> {
+    poll(t0, max, || async {
+        Ok(done(&recs(client, base, user).await?))
+    })
+    .await
+}
+
+/// Event-to-effect latencies of one kind of effect, and the trials without it.
+struct Effect {
+    label: &'static str,
+    hist: Histogram<u64>,
+    none: usize,
+}
+
+impl Effect {
+    fn new(label: &'static str) -> anyhow::Result<Self> {
+        Ok(Self {
+            label,
+            hist: Histogram::new(3)?,
+            none: 0,
+        })
+    }
+
+    fn record(&mut self, took: Option<Duration>) -> anyhow::Result<()> {
+        match took {
+            Some(d) => self.hist.record(d.as_micros() as u64)?,
+            None => self.none += 1,
+        }
+        Ok(())
+    }
+
+    fn print(&self, max_wait_ms: u64) {
+        let ms = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{}: {} trials, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; no effect within {} ms: {}",
+            self.label,
+            self.hist.len(),
+            ms(0.5),
+            ms(0.99),
+            self.hist.max() as f64 / 1000.0,
+            max_wait_ms,
+            self.none
+        );
+    }
+}
+
+/// Polls `done` until it holds (the time since `t0`) or `max` has passed (`None`).
+async fn poll<F, Fut>(t0: Instant, max: Duration, mut done: F) -> anyhow::Result<Option<Duration>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
     loop {
-        let r = recs(client, base, user).await?;
-        if done(&r) {
+        if done().await? {
             return Ok(Some(t0.elapsed()));
         }
         if t0.elapsed() > max {
@@ -167,12 +217,9 @@ async fn trials(write: &str, read: &str, users: &[String], args: &FreshArgs) -> 
     let client = reqwest::Client::new();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(args.seed);
     let max = Duration::from_millis(args.max_wait_ms);
-    let (mut ack, mut like, mut hide) = (
-        Histogram::<u64>::new(3)?,
-        Histogram::<u64>::new(3)?,
-        Histogram::<u64>::new(3)?,
-    );
-    let (mut like_none, mut hide_none) = (0, 0);
+    let mut ack = Histogram::<u64>::new(3)?;
+    let mut like = Effect::new("like -> a neighbour of the liked item appears, seeded by it")?;
+    let mut hide = Effect::new("hide -> the item is gone")?;
     for _ in 0..args.trials {
         let user = users.choose(&mut rng).context("no users")?.clone();
         let before = recs(&client, base, &user).await?;
@@ -204,10 +251,7 @@ async fn trials(write: &str, read: &str, users: &[String], args: &FreshArgs) -> 
                 r.iter()
                     .any(|(i, seed)| fresh.contains(i) && seed.as_deref() == Some(liked.as_str()))
             };
-            match wait_for(&client, base, &user, t0, max, by_like).await? {
-                Some(d) => like.record(d.as_micros() as u64)?,
-                None => like_none += 1,
-            }
+            like.record(wait_for(&client, base, &user, t0, max, by_like).await?)?;
         }
         // Hide the first item shown: it must vanish.
         let now = recs(&client, base, &user).await?;
@@ -217,10 +261,7 @@ async fn trials(write: &str, read: &str, users: &[String], args: &FreshArgs) -> 
         let t0 = Instant::now();
         post(&client, write, "hide", &user, &top).await?;
         let gone = |r: &[(String, Option<String>)]| r.iter().all(|(i, _)| *i != top);
-        match wait_for(&client, base, &user, t0, max, gone).await? {
-            Some(d) => hide.record(d.as_micros() as u64)?,
-            None => hide_none += 1,
-        }
+        hide.record(wait_for(&client, base, &user, t0, max, gone).await?)?;
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
@@ -229,23 +270,8 @@ async fn trials(write: &str, read: &str, users: &[String], args: &FreshArgs) -> 
         ms(&ack, 0.5),
         ms(&ack, 0.99)
     );
-    println!(
-        "like -> a neighbour of the liked item appears, seeded by it: {} trials, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; no effect within {} ms: {}",
-        like.len(),
-        ms(&like, 0.5),
-        ms(&like, 0.99),
-        like.max() as f64 / 1000.0,
-        args.max_wait_ms,
-        like_none
-    );
-    println!(
-        "hide -> the item is gone: {} trials, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; no effect: {}",
-        hide.len(),
-        ms(&hide, 0.5),
-        ms(&hide, 0.99),
-        hide.max() as f64 / 1000.0,
-        hide_none
-    );
+    like.print(args.max_wait_ms);
+    hide.print(args.max_wait_ms);
     Ok(())
 }
 
@@ -394,9 +420,18 @@ async fn ranked_ids(
     base: &str,
     user: &str,
 ) -> anyhow::Result<Vec<(String, bool)>> {
+    ranked_n(client, base, user, 50).await
+}
+
+async fn ranked_n(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+    n: usize,
+) -> anyhow::Result<Vec<(String, bool)>> {
     let v: Value = client
         .get(format!(
-            "{base}/v1/recommendations/home?user_id={user}&n=50"
+            "{base}/v1/recommendations/home?user_id={user}&n={n}"
         ))
         .send()
         .await?
@@ -427,9 +462,9 @@ async fn social_trials(
     let client = reqwest::Client::new();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(args.seed + 2);
     let max = Duration::from_millis(args.max_wait_ms);
-    let (mut follow, mut skip) = (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
-    let mut candidate = Histogram::<u64>::new(3)?;
-    let (mut follow_none, mut skip_none, mut candidate_none) = (0, 0, 0);
+    let mut candidate = Effect::new("follow -> the creator's items are `follows` candidates")?;
+    let mut follow = Effect::new("follow -> one of the creator's items is ranked in")?;
+    let mut skip = Effect::new("skip -> the item is gone")?;
     let pipeline = engine
         .pipelines
         .get("home")
@@ -476,9 +511,20 @@ async fn social_trials(
                 })
                 .unwrap_or_default()
         };
-        let Some(creator) = (0..50).find_map(|_| {
-            let c = creator_of(popular.choose(&mut rng)?)?;
-            (!shown.contains(&c) && !followed.contains(&c)).then_some(c)
+        // A creator of plausible interest: one whose items the ranker places below the 50
+        // shown (ranks 51–200), none of them shown.
+        let deep = ranked_n(&client, read, &user, 200).await?;
+        let plausible: Vec<String> = deep
+            .iter()
+            .skip(50)
+            .filter_map(|(i, _)| creator_of(i))
+            .filter(|c| !shown.contains(c) && !followed.contains(c))
+            .collect();
+        let Some(creator) = plausible.choose(&mut rng).cloned().or_else(|| {
+            (0..50).find_map(|_| {
+                let c = creator_of(popular.choose(&mut rng)?)?;
+                (!shown.contains(&c) && !followed.contains(&c)).then_some(c)
+            })
         }) else {
             continue;
         };
@@ -490,85 +536,43 @@ async fn social_trials(
             .await?;
         anyhow::ensure!(r.status().is_success(), "follow refused: {}", r.status());
         // The follow reaches the features: the creator's items are `follows` candidates.
-        loop {
+        let took = poll(t0, max, || async {
             let q =
                 cascade_pipeline::Query::new("home", &user, 50, cascade_core::time::now_millis());
             let cands = pipeline.merged_candidates(&engine.env, q).await;
-            let found = cands.as_ref().is_some_and(|(_, c)| {
-                let g = engine.env.state.read();
+            let g = engine.env.state.read();
+            Ok(cands.as_ref().is_some_and(|(_, c)| {
                 c.items.iter().any(|x| {
                     x.has_source(follows_slot)
                         && g.creators.name(g.hot(x.item).creator) == Some(creator.as_str())
                 })
-            });
-            if found {
-                candidate.record(t0.elapsed().as_micros() as u64)?;
-                break;
-            }
-            if t0.elapsed() > max {
-                candidate_none += 1;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        loop {
+            }))
+        })
+        .await?;
+        candidate.record(took)?;
+        let took = poll(t0, max, || async {
             let now = ranked_ids(&client, read, &user).await?;
-            if now
+            Ok(now
                 .iter()
-                .any(|(i, ranked)| *ranked && creator_of(i).as_deref() == Some(creator.as_str()))
-            {
-                follow.record(t0.elapsed().as_micros() as u64)?;
-                break;
-            }
-            if t0.elapsed() > max {
-                follow_none += 1;
-                break;
-            }
-        }
+                .any(|(i, ranked)| *ranked && creator_of(i).as_deref() == Some(creator.as_str())))
+        })
+        .await?;
+        follow.record(took)?;
         let now = ranked_ids(&client, read, &user).await?;
         let Some((top, _)) = now.first().cloned() else {
             continue;
         };
         let t0 = Instant::now();
         post(&client, write, "skip", &user, &top).await?;
-        loop {
+        let took = poll(t0, max, || async {
             let now = ranked_ids(&client, read, &user).await?;
-            if now.iter().all(|(i, _)| *i != top) {
-                skip.record(t0.elapsed().as_micros() as u64)?;
-                break;
-            }
-            if t0.elapsed() > max {
-                skip_none += 1;
-                break;
-            }
-        }
+            Ok(now.iter().all(|(i, _)| *i != top))
+        })
+        .await?;
+        skip.record(took)?;
     }
-    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "follow -> the creator's items are `follows` candidates: {} trials, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; not within {} ms: {}",
-        candidate.len(),
-        ms(&candidate, 0.5),
-        ms(&candidate, 0.99),
-        candidate.max() as f64 / 1000.0,
-        args.max_wait_ms,
-        candidate_none
-    );
-    println!(
-        "follow -> one of the creator's items is ranked in: {} trials, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; no effect within {} ms: {}",
-        follow.len(),
-        ms(&follow, 0.5),
-        ms(&follow, 0.99),
-        follow.max() as f64 / 1000.0,
-        args.max_wait_ms,
-        follow_none
-    );
-    println!(
-        "skip -> the item is gone: {} trials, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; no effect: {}",
-        skip.len(),
-        ms(&skip, 0.5),
-        ms(&skip, 0.99),
-        skip.max() as f64 / 1000.0,
-        skip_none
-    );
+    for e in [&candidate, &follow, &skip] {
+        e.print(args.max_wait_ms);
+    }
     Ok(())
 }

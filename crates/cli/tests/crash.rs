@@ -1,32 +1,15 @@
 //! Crash safety: a server killed with SIGKILL while ingesting loses no acknowledged event.
 
+mod common;
+
 use cascade_core::{Event, Mutation, Target};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn start(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cascade"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("CASCADE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn cascade serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read banner");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("banner")
-        .to_string();
-    (child, addr)
+    common::serve(dir, &[])
 }
 
 fn event_json(seq: u64) -> serde_json::Value {

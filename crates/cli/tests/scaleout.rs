@@ -2,8 +2,9 @@
 //! replica A change what replica B serves within 5 s; killing A loses no acknowledged event.
 //! Needs `CASCADE_TEST_REDIS_URL` and `CASCADE_TEST_NATS_URL` (`.ci/run` sets both).
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,25 +49,7 @@ fn cascade(args: &[&str]) {
 }
 
 fn start(dir: &Path, env: &[(String, String)]) -> Replica {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cascade"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("CASCADE_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn cascade serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read banner");
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("banner: {line:?}"))
-        .to_string();
+    let (child, base) = common::serve(dir, env);
     Replica { child, base }
 }
 
