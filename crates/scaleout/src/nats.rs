@@ -97,6 +97,9 @@ impl std::fmt::Debug for NatsBus {
 pub struct Replication {
     applied: watch::Receiver<u64>,
     stop: Arc<AtomicBool>,
+    /// False once replication ended on its own (undecodable message, apply panicked, stream
+    /// gone): the replica no longer follows the stream.
+    alive: Arc<AtomicBool>,
 }
 
 impl Replication {
@@ -111,6 +114,10 @@ impl Replication {
         tokio::time::timeout(timeout, rx.wait_for(|&a| a >= seq))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
     }
 
     /// Stops replicating (the task ends at its next message or within a second).
@@ -246,7 +253,19 @@ impl NatsBus {
             })
             .map_err(|e| ScaleoutError::Nats(format!("replica thread: {e}")))?;
         let stop2 = stop.clone();
+        let alive = Arc::new(AtomicBool::new(true));
+        let alive2 = alive.clone();
         tokio::spawn(async move {
+            // Marks replication dead however the loop ends, unless asked to stop.
+            struct Mark(Arc<AtomicBool>, Arc<AtomicBool>);
+            impl Drop for Mark {
+                fn drop(&mut self) {
+                    if !self.1.load(Ordering::SeqCst) {
+                        self.0.store(false, Ordering::SeqCst);
+                    }
+                }
+            }
+            let _mark = Mark(alive2, stop2.clone());
             while !stop2.load(Ordering::SeqCst) {
                 let next = tokio::time::timeout(Duration::from_secs(1), messages.next()).await;
                 let msg = match next {
@@ -288,6 +307,7 @@ impl NatsBus {
         Ok(Replication {
             applied: applied_rx,
             stop,
+            alive,
         })
     }
 

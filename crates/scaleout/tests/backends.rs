@@ -557,3 +557,36 @@ async fn a_redis_cluster_is_addressed_by_slot_with_one_users_keys_on_one_node() 
     assert_eq!(store.clear().await.expect("clear"), total);
     assert!(store.user("u0").await.expect("read").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_stops_visibly_at_a_message_it_cannot_read() {
+    let Some(url) = nats_url() else {
+        return;
+    };
+    let cfg = nats_cfg(url.clone(), "bad");
+    let bus = NatsBus::connect(cfg.clone()).await.expect("connect");
+    let good = bus
+        .publish(&Mutation::Events(events(5)))
+        .await
+        .expect("ack");
+    // Something else on the subject: never skipped silently.
+    let client = async_nats::connect(url.as_str()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.publish(
+        cfg.subject.clone(),
+        bytes::Bytes::from_static(b"\xffnot a mutation"),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("ack");
+    let rep = bus.replicate(1, |_, _| {}).await.expect("replicate");
+    assert!(rep.wait_for(good, Duration::from_secs(10)).await);
+    let t = Instant::now();
+    while rep.is_alive() && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!rep.is_alive(), "replication stopped at the bad message");
+    assert_eq!(rep.applied(), good, "and applied nothing past it");
+    bus.delete_stream().await.expect("cleanup");
+}

@@ -1132,6 +1132,18 @@ async fn readyz(State(s): State<AppState>) -> Response {
         )
         .into_response();
     }
+    if s.engine
+        .bus
+        .get()
+        .is_some_and(|b| !b.replication.is_alive())
+    {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "this replica stopped replicating the event bus",
+        )
+        .into_response();
+    }
     if s.engine.pipelines.is_empty() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
