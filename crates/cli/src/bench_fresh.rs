@@ -95,16 +95,18 @@ async fn start(cfg: cascade_server::Config) -> anyhow::Result<Started> {
     Ok((engine, base, stop_tx, server))
 }
 
-/// The user's `home` list: each item with the seed item that led to it (explain trace); items
-/// an exploration slot placed carry no seed here, since chance, not the event, put them there.
-async fn recs(
+/// The user's `home` list (`n` items): each item's id, the seed item that led to it (with
+/// `explain`) and whether it was ranked (not explored, pinned or padded).
+async fn home_list(
     client: &reqwest::Client,
     base: &str,
     user: &str,
-) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    n: usize,
+    explain: bool,
+) -> anyhow::Result<Vec<(String, Option<String>, bool)>> {
     let v: Value = client
         .get(format!(
-            "{base}/v1/recommendations/home?user_id={user}&n=50&explain=true"
+            "{base}/v1/recommendations/home?user_id={user}&n={n}&explain={explain}"
         ))
         .send()
         .await?
@@ -116,12 +118,24 @@ async fn recs(
         .iter()
         .filter_map(|i| {
             let id = i["item_id"].as_str()?.to_string();
-            let seed = i["explain"]["seed_item_id"]
-                .as_str()
-                .filter(|_| i["placed_by"] == "ranked")
-                .map(str::to_string);
-            Some((id, seed))
+            let seed = i["explain"]["seed_item_id"].as_str().map(str::to_string);
+            Some((id, seed, i["placed_by"] == "ranked"))
         })
+        .collect())
+}
+
+/// The user's 50-item `home` list: each item with the seed item that led to it (explain
+/// trace); items an exploration slot placed carry no seed here, since chance, not the event,
+/// put them there.
+async fn recs(
+    client: &reqwest::Client,
+    base: &str,
+    user: &str,
+) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    let list = home_list(client, base, user, 50, true).await?;
+    Ok(list
+        .into_iter()
+        .map(|(id, seed, ranked)| (id, seed.filter(|_| ranked)))
         .collect())
 }
 
@@ -429,25 +443,8 @@ async fn ranked_n(
     user: &str,
     n: usize,
 ) -> anyhow::Result<Vec<(String, bool)>> {
-    let v: Value = client
-        .get(format!(
-            "{base}/v1/recommendations/home?user_id={user}&n={n}"
-        ))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(v["items"]
-        .as_array()
-        .context("items")?
-        .iter()
-        .filter_map(|i| {
-            Some((
-                i["item_id"].as_str()?.to_string(),
-                i["placed_by"] == "ranked",
-            ))
-        })
-        .collect())
+    let list = home_list(client, base, user, n, false).await?;
+    Ok(list.into_iter().map(|(id, _, r)| (id, r)).collect())
 }
 
 /// A follow (a creator whose items the user was not shown, nor follows): until one of the
