@@ -170,6 +170,24 @@ async fn wait_for(
     .await
 }
 
+/// The `home` pipeline and the slot of its source `name` (what candidate checks look for).
+fn home_source(
+    engine: &cascade_server::Engine,
+    name: &str,
+) -> anyhow::Result<(std::sync::Arc<cascade_pipeline::Pipeline>, usize)> {
+    let pipeline = engine
+        .pipelines
+        .get("home")
+        .context("surface home")?
+        .clone();
+    let slot = pipeline
+        .sources
+        .iter()
+        .position(|s| s.source.name() == name)
+        .with_context(|| format!("home has no {name} source"))?;
+    Ok((pipeline, slot))
+}
+
 /// Event-to-effect latencies of one kind of effect, and the trials without it.
 struct Effect {
     label: &'static str,
@@ -303,16 +321,7 @@ async fn item_trials(
     const FANS: usize = 12;
     let client = reqwest::Client::new();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(args.seed + 1);
-    let pipeline = engine
-        .pipelines
-        .get("home")
-        .context("surface home")?
-        .clone();
-    let fresh_slot = pipeline
-        .sources
-        .iter()
-        .position(|s| s.source.name() == "fresh")
-        .context("home has no fresh source")?;
+    let (pipeline, fresh_slot) = home_source(engine, "fresh")?;
     let (creators, anchors) = {
         let g = engine.env.state.read();
         let models = engine.env.models.load();
@@ -462,16 +471,7 @@ async fn social_trials(
     let mut candidate = Effect::new("follow -> the creator's items are `follows` candidates")?;
     let mut follow = Effect::new("follow -> one of the creator's items is ranked in")?;
     let mut skip = Effect::new("skip -> the item is gone")?;
-    let pipeline = engine
-        .pipelines
-        .get("home")
-        .context("surface home")?
-        .clone();
-    let follows_slot = pipeline
-        .sources
-        .iter()
-        .position(|s| s.source.name() == "follows")
-        .context("home has no follows source")?;
+    let (pipeline, follows_slot) = home_source(engine, "follows")?;
     let creator_of = |id: &str| -> Option<String> {
         let g = engine.env.state.read();
         let c = g.hot(g.items.get(id)?).creator;

@@ -11,7 +11,7 @@ use cascade_features::FeatureStore;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -124,6 +124,37 @@ impl Replication {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
+}
+
+/// The next message of a consumer and its stream sequence, waiting at most a second at a
+/// time so that `stop` is seen; `None` once stopped or when the consumer ended. Consumer
+/// errors are logged and waited out (`pause`).
+async fn next_message<S, E>(
+    messages: &mut S,
+    stop: &AtomicBool,
+    what: &str,
+    pause: Duration,
+) -> Option<(jetstream::Message, u64)>
+where
+    S: futures::Stream<Item = std::result::Result<jetstream::Message, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    while !stop.load(Ordering::SeqCst) {
+        match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+            Err(_) => {}
+            Ok(None) => return None,
+            Ok(Some(Err(e))) => {
+                tracing::warn!(error = %e, "{what} consumer error");
+                tokio::time::sleep(pause).await;
+            }
+            Ok(Some(Ok(m))) => {
+                if let Ok(seq) = m.info().map(|i| i.stream_sequence) {
+                    return Some((m, seq));
+                }
+            }
+        }
+    }
+    None
 }
 
 fn encode(m: &Mutation) -> Result<Vec<u8>> {
@@ -266,20 +297,9 @@ impl NatsBus {
                 }
             }
             let _mark = Mark(alive2, stop2.clone());
-            while !stop2.load(Ordering::SeqCst) {
-                let next = tokio::time::timeout(Duration::from_secs(1), messages.next()).await;
-                let msg = match next {
-                    Err(_) => continue,
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => {
-                        tracing::warn!(error = %e, "replication consumer error");
-                        continue;
-                    }
-                    Ok(Some(Ok(m))) => m,
-                };
-                let Ok(seq) = msg.info().map(|i| i.stream_sequence) else {
-                    continue;
-                };
+            while let Some((msg, seq)) =
+                next_message(&mut messages, &stop2, "replication", Duration::ZERO).await
+            {
                 match cascade_storage::decode_mutation(&msg.payload) {
                     Ok(m) => {
                         // The thread applies in order; when it is 1024 messages behind, this
@@ -318,7 +338,7 @@ impl NatsBus {
         self: &Arc<Self>,
         store: Arc<dyn FeatureStore>,
         stop: Arc<AtomicBool>,
-    ) -> Result<Arc<AtomicU64>> {
+    ) -> Result<()> {
         let s = self
             .js
             .get_stream(&self.config.stream)
@@ -338,24 +358,11 @@ impl NatsBus {
             .await
             .map_err(ScaleoutError::nats)?;
         let mut messages = consumer.messages().await.map_err(ScaleoutError::nats)?;
-        let applied = Arc::new(AtomicU64::new(0));
-        let count = applied.clone();
         tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let next = tokio::time::timeout(Duration::from_secs(1), messages.next()).await;
-                let msg = match next {
-                    Err(_) => continue,
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => {
-                        tracing::warn!(error = %e, "feature updater consumer error");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                    Ok(Some(Ok(m))) => m,
-                };
-                let Ok(seq) = msg.info().map(|i| i.stream_sequence) else {
-                    continue;
-                };
+            let pause = Duration::from_millis(200);
+            while let Some((msg, seq)) =
+                next_message(&mut messages, &stop, "feature updater", pause).await
+            {
                 let result = match cascade_storage::decode_mutation(&msg.payload) {
                     Ok(Mutation::Events(events)) => store.apply(seq, &events).await,
                     // Catalog mutations are replicated, not features.
@@ -372,7 +379,6 @@ impl NatsBus {
                         if let Err(e) = msg.ack().await {
                             tracing::warn!(seq, error = %e, "ack failed (will be redelivered)");
                         }
-                        count.fetch_add(1, Ordering::Relaxed);
                         metrics::counter!("cascade_feature_updates_total").increment(1);
                     }
                     Err(e) => {
@@ -385,7 +391,7 @@ impl NatsBus {
                 }
             }
         });
-        Ok(applied)
+        Ok(())
     }
 
     /// Deletes the stream and its consumers (tests and decommissioning).

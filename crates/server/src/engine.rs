@@ -32,7 +32,7 @@ use cascade_sources::{
 use cascade_storage::{DataDir, EventLog, LogOptions, LogWriter, ReplayStats};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -72,8 +72,6 @@ impl Sink {
 pub struct BusLinks {
     /// The stream, replicated into this replica's state.
     pub replication: cascade_scaleout::Replication,
-    /// Batches this replica's feature updater applied to the store (when the store is remote).
-    pub feature_updates: Option<Arc<AtomicU64>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -677,20 +675,13 @@ impl Engine {
             .await
             .map_err(err)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let feature_updates = match &store {
-            Some(s) => Some(
-                bus.run_updater(
-                    Arc::new(FaultInjected {
-                        store: s.clone(),
-                        faults: self.env.faults.clone(),
-                    }),
-                    stop.clone(),
-                )
-                .await
-                .map_err(err)?,
-            ),
-            None => None,
-        };
+        if let Some(s) = &store {
+            let store = Arc::new(FaultInjected {
+                store: s.clone(),
+                faults: self.env.faults.clone(),
+            });
+            bus.run_updater(store, stop.clone()).await.map_err(err)?;
+        }
         let caught_up = replication
             .wait_for(last, Duration::from_secs(self.config.bus.catch_up_s))
             .await;
@@ -702,11 +693,7 @@ impl Engine {
         }
         tracing::info!(applied = replication.applied(), "replicating the event bus");
         self.bus
-            .set(BusLinks {
-                replication,
-                feature_updates,
-                stop,
-            })
+            .set(BusLinks { replication, stop })
             .map_err(|_| ServerError::Io("bus attached twice".into()))?;
         Ok(())
     }
