@@ -48,6 +48,14 @@ pub struct AnnArgs {
     /// `meta.json`), for `bench/peer_hnswlib.py` to index the very same data.
     #[arg(long)]
     dump: Option<std::path::PathBuf>,
+    /// Cascade's index: load it from this file when it exists (same `--n`, `--seed`, `--m`),
+    /// else build it and save it there — for timing search changes without rebuilding.
+    #[arg(long)]
+    index_file: Option<std::path::PathBuf>,
+    /// Passes over the queries per `ef`; the fastest pass is reported (this shared machine's
+    /// noise only ever slows a pass down).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 fn dump(
@@ -179,22 +187,32 @@ fn sweep(
     dim: usize,
     truth: &[Vec<Idx>],
     ef: usize,
+    repeat: usize,
     mut search: impl FnMut(&[f32]) -> Vec<Idx>,
 ) -> anyhow::Result<Point> {
     // Warm the caches with a few queries first.
     for q in queries.chunks_exact(dim).take(20) {
         let _ = search(q);
     }
-    let mut lat = hdrhistogram::Histogram::<u64>::new(3)?;
-    let mut hits = 0;
-    let t = Instant::now();
-    for (q, want) in queries.chunks_exact(dim).zip(truth) {
-        let s = Instant::now();
-        let got = search(q);
-        let _ = lat.record(s.elapsed().as_nanos() as u64);
-        hits += recall(&got, want);
+    let mut best: Option<(f64, usize, hdrhistogram::Histogram<u64>)> = None;
+    for _ in 0..repeat.max(1) {
+        let mut lat = hdrhistogram::Histogram::<u64>::new(3)?;
+        let mut hits = 0;
+        let t = Instant::now();
+        for (q, want) in queries.chunks_exact(dim).zip(truth) {
+            let s = Instant::now();
+            let got = search(q);
+            let _ = lat.record(s.elapsed().as_nanos() as u64);
+            hits += recall(&got, want);
+        }
+        let secs = t.elapsed().as_secs_f64();
+        if best.as_ref().is_none_or(|b| secs < b.0) {
+            best = Some((secs, hits, lat));
+        }
     }
-    let secs = t.elapsed().as_secs_f64();
+    let Some((secs, hits, lat)) = best else {
+        bail!("no pass ran");
+    };
     Ok(Point {
         ef,
         recall_at_10: hits as f64 / (10 * truth.len()) as f64,
@@ -268,17 +286,26 @@ pub fn run(args: AnnArgs) -> anyhow::Result<()> {
                     quantization,
                     headroom: 0.0,
                 };
-                let mut ann = AnnIndex::build(
-                    &base,
-                    dim,
-                    cfg,
-                    |_| true,
-                    |i| {
-                        if i > 0 {
-                            eprintln!("  {i} linked");
-                        }
-                    },
-                )?;
+                let mut ann = match &args.index_file {
+                    Some(f) if f.exists() => {
+                        eprintln!("  loading {}", f.display());
+                        AnnIndex::load(f, cfg)?
+                    }
+                    _ => AnnIndex::build(
+                        &base,
+                        dim,
+                        cfg,
+                        |_| true,
+                        |i| {
+                            if i > 0 {
+                                eprintln!("  {i} linked");
+                            }
+                        },
+                    )?,
+                };
+                if let Some(f) = args.index_file.as_ref().filter(|f| !f.exists()) {
+                    ann.save(f)?;
+                }
                 let build_s = t.elapsed().as_secs_f64();
                 // Measured while the index is alive (it is dropped at the end of this arm).
                 let rss_growth = rss_bytes().saturating_sub(rss0);
@@ -286,7 +313,7 @@ pub fn run(args: AnnArgs) -> anyhow::Result<()> {
                 let mut points = Vec::new();
                 for &ef in &efs {
                     ann.set_expansion_search(ef);
-                    points.push(sweep(&queries, dim, &truth, ef, |q| {
+                    points.push(sweep(&queries, dim, &truth, ef, args.repeat, |q| {
                         ann.search(q, 10)
                             .unwrap_or_default()
                             .into_iter()
@@ -407,7 +434,7 @@ fn hnsw_rs_run(
     hnsw.set_searching_mode(true);
     let mut points = Vec::new();
     for &ef in efs {
-        points.push(sweep(queries, dim, truth, ef, |q| {
+        points.push(sweep(queries, dim, truth, ef, args.repeat, |q| {
             hnsw.search(q, 10, ef)
                 .into_iter()
                 .map(|n| n.d_id as Idx)
@@ -456,7 +483,7 @@ fn usearch_run(
     let mut points = Vec::new();
     for &ef in efs {
         index.change_expansion_search(ef);
-        points.push(sweep(queries, dim, truth, ef, |q| {
+        points.push(sweep(queries, dim, truth, ef, args.repeat, |q| {
             index
                 .search(q, 10)
                 .map(|m| m.keys.iter().map(|&k| k as Idx).collect())

@@ -2,7 +2,13 @@
 //! base-layer links of every node in one flat array, vectors in another, dense node ids (our
 //! item indices, so no key map), a visited-tag pool instead of hash sets, hnswlib's neighbour
 //! heuristic. Written here because on the same vectors it measured faster than usearch and
-//! hnsw_rs (see ARCHITECTURE.md and docs/benchmarks.md), in safe Rust.
+//! hnsw_rs, and than hnswlib itself (see ARCHITECTURE.md and docs/benchmarks.md), in safe Rust.
+//!
+//! Queries walk the graph on int8 codes of the vectors (one cache line per 64 dimensions, a
+//! scale per vector) and re-score the final beam with the stored vectors, so results carry
+//! stored-precision scores; links are built on the stored vectors. Each expansion first loads
+//! one word of every unvisited neighbour's code, then computes their distances: the cache
+//! misses overlap, which is what a prefetch instruction would do (safe Rust has none).
 //!
 //! Concurrency: searches and link updates run together. Links are atomics written under a
 //! per-node stripe lock (readers take no lock, like hnswlib); vectors sit behind an `RwLock`
@@ -80,6 +86,101 @@ impl Elem for F16 {
     }
 }
 
+/// One cache line of a node's int8 navigation code; a code is `dim.div_ceil(64)` lines.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([i8; 64]);
+
+impl Default for Line {
+    fn default() -> Self {
+        Line([0; 64])
+    }
+}
+
+/// Writes `v` scaled to ±127 by its largest component into `out` (zero-padded), returning
+/// the scale that maps the code back (0 for a zero vector).
+fn encode(v: &[f32], out: &mut [Line]) -> f32 {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    out.iter_mut().for_each(|l| *l = Line::default());
+    if !(max > 0.0 && max.is_finite()) {
+        return 0.0;
+    }
+    let inv = 127.0 / max;
+    for (l, chunk) in out.iter_mut().zip(v.chunks(64)) {
+        for (c, &x) in l.0.iter_mut().zip(chunk) {
+            *c = (x * inv).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+    max / 127.0
+}
+
+/// The integer inner product of two codes (numkong's dispatched kernel: VNNI where present).
+#[inline]
+fn code_dot(a: &[Line], b: &[Line]) -> i32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| <i8 as numkong::Dot>::dot(&x.0, &y.0).unwrap_or(0))
+        .sum()
+}
+
+/// Distances from one query to nodes, as a walk needs them.
+trait Metric {
+    fn dist(&self, n: u32) -> f32;
+    /// Reads one word of what [`Metric::dist`] will read for `n`. Safe Rust has no prefetch
+    /// instruction; a plain load of each neighbour's row, issued for all of them before any
+    /// distance is computed, lets their cache misses overlap instead of following each other.
+    fn touch(&self, n: u32) -> u32;
+}
+
+/// Stored-precision distances (building links).
+struct Exact<'a, E: Elem> {
+    vecs: &'a [E],
+    q: &'a [E],
+    dim: usize,
+}
+
+impl<E: Elem> Metric for Exact<'_, E> {
+    #[inline]
+    fn dist(&self, n: u32) -> f32 {
+        let i = n as usize * self.dim;
+        -E::dot(self.q, &self.vecs[i..i + self.dim])
+    }
+    /// First and last component: a row of 64 halves spans two or three cache lines.
+    #[inline]
+    fn touch(&self, n: u32) -> u32 {
+        let i = n as usize * self.dim;
+        self.vecs[i].to_bits() ^ self.vecs[i + self.dim - 1].to_bits()
+    }
+}
+
+/// Int8-code distances (queries): one cache line per 64 dimensions and an integer kernel.
+struct Nav<'a> {
+    codes: &'a [Line],
+    scales: &'a [f32],
+    q: &'a [Line],
+}
+
+impl Metric for Nav<'_> {
+    #[inline]
+    fn dist(&self, n: u32) -> f32 {
+        let (i, l) = (n as usize, self.q.len());
+        -(self.scales[i] * code_dot(self.q, &self.codes[i * l..(i + 1) * l]) as f32)
+    }
+    #[inline]
+    fn touch(&self, n: u32) -> u32 {
+        let i = n as usize;
+        self.codes[i * self.q.len()].0[0] as u32 ^ self.scales[i].to_bits()
+    }
+}
+
+/// The vectors in stored precision, and their int8 codes that steer query-time walks.
+struct Rows<E> {
+    vecs: Vec<E>,
+    codes: Vec<Line>,
+    /// Per node: the code's scale (largest |component| / 127).
+    scales: Vec<f32>,
+}
+
 /// A node and its distance (negated inner product: smaller is closer).
 #[derive(Debug, Clone, Copy)]
 struct Cand {
@@ -104,38 +205,63 @@ impl Ord for Cand {
     }
 }
 
-/// Visited marks for one search: a tag per node, bumped per search, cleared on wrap.
+/// Visited marks for one search: one bit per node (an eighth of a megabyte per million
+/// nodes, so the marks stay in the core's L2 cache), cleared word by word after each search
+/// from the list of nodes it marked.
 struct Visited {
-    tags: Vec<u16>,
-    cur: u16,
+    bits: Vec<u64>,
+    marked: Vec<u32>,
 }
 
 impl Visited {
     fn new(n: usize) -> Self {
         Self {
-            tags: vec![0; n],
-            cur: 0,
+            bits: vec![0; n.div_ceil(64)],
+            marked: Vec::new(),
         }
     }
 
     fn next(&mut self) {
-        self.cur = self.cur.wrapping_add(1);
-        if self.cur == 0 {
-            self.tags.iter_mut().for_each(|t| *t = 0);
-            self.cur = 1;
+        for &n in &self.marked {
+            if let Some(w) = self.bits.get_mut(n as usize >> 6) {
+                *w = 0;
+            }
         }
+        self.marked.clear();
     }
 
     /// Marks `n`; true if it was not yet visited in this search.
     #[inline]
     fn visit(&mut self, n: u32) -> bool {
-        let t = &mut self.tags[n as usize];
-        if *t == self.cur {
-            false
-        } else {
-            *t = self.cur;
-            true
+        let Some(w) = self.bits.get_mut(n as usize >> 6) else {
+            return false;
+        };
+        let bit = 1u64 << (n & 63);
+        let fresh = *w & bit == 0;
+        *w |= bit;
+        if fresh {
+            self.marked.push(n);
         }
+        fresh
+    }
+
+    /// Keeps the ids of `nb` not yet visited and marks them all, with no branch per id (a
+    /// mispredicted branch would wait for each mark's load in turn).
+    #[inline]
+    fn keep_unvisited(&mut self, nb: &mut Vec<u32>) {
+        let mut k = 0;
+        for i in 0..nb.len() {
+            let n = nb[i];
+            if let Some(w) = self.bits.get_mut(n as usize >> 6) {
+                let bit = 1u64 << (n & 63);
+                let fresh = *w & bit == 0;
+                *w |= bit;
+                nb[k] = n;
+                k += usize::from(fresh);
+            }
+        }
+        nb.truncate(k);
+        self.marked.extend_from_slice(nb);
     }
 }
 
@@ -145,6 +271,8 @@ struct Scratch<E> {
     top: BinaryHeap<Cand>,
     cands: BinaryHeap<Reverse<Cand>>,
     query: Vec<E>,
+    qcode: Vec<Line>,
+    dists: Vec<f32>,
 }
 
 /// Graph parameters.
@@ -176,7 +304,9 @@ pub struct Graph<E: Elem> {
     cap: usize,
     mult: f64,
     ef_search: AtomicUsize,
-    vectors: RwLock<Vec<E>>,
+    /// Code lines per node.
+    lines: usize,
+    vectors: RwLock<Rows<E>>,
     /// Per node: `[count, 2m links]`.
     links0: Vec<AtomicU32>,
     /// Per node with level ≥ 1: `level × [count, m links]`.
@@ -221,7 +351,12 @@ impl<E: Elem> Graph<E> {
             cap,
             mult: 1.0 / (m as f64).ln(),
             ef_search: AtomicUsize::new(p.ef_search.max(1)),
-            vectors: RwLock::new(vec![E::default(); cap * p.dim]),
+            lines: p.dim.div_ceil(64),
+            vectors: RwLock::new(Rows {
+                vecs: vec![E::default(); cap * p.dim],
+                codes: vec![Line::default(); cap * p.dim.div_ceil(64)],
+                scales: vec![0.0; cap],
+            }),
             links0: (0..cap * (1 + m0)).map(|_| AtomicU32::new(0)).collect(),
             upper: (0..cap).map(|_| OnceLock::new()).collect(),
             levels: (0..cap).map(|_| AtomicU8::new(0)).collect(),
@@ -275,12 +410,13 @@ impl<E: Elem> Graph<E> {
             .filter_map(|u| u.get().map(|b| b.len() * 4))
             .sum();
         self.cap * self.p.dim * std::mem::size_of::<E>()
+            + self.cap * (self.lines * 64 + 4)
             + self.links0.len() * 4
             + upper
             + self.upper.len() * std::mem::size_of::<OnceLock<Box<[AtomicU32]>>>()
             + self.cap * 2
             + self.locks.len() * std::mem::size_of::<Mutex<()>>()
-            + self.pool.lock().len() * self.cap * 2
+            + self.pool.lock().len() * self.cap.div_ceil(64) * 8
     }
 
     fn lock(&self, n: u32) -> parking_lot::MutexGuard<'_, ()> {
@@ -328,6 +464,8 @@ impl<E: Elem> Graph<E> {
             top: BinaryHeap::new(),
             cands: BinaryHeap::new(),
             query: Vec::with_capacity(self.p.dim),
+            qcode: Vec::with_capacity(self.lines),
+            dists: Vec::with_capacity(self.m0),
         })
     }
 
@@ -354,8 +492,7 @@ impl<E: Elem> Graph<E> {
     /// Greedy descent from `cur` through the layers above `to_level`.
     fn descend(
         &self,
-        vecs: &[E],
-        q: &[E],
+        m: &impl Metric,
         mut cur: Cand,
         from_level: usize,
         to_level: usize,
@@ -365,13 +502,15 @@ impl<E: Elem> Graph<E> {
             loop {
                 let mut changed = false;
                 self.neighbours(cur.n, level, nb);
+                let sink = nb.iter().fold(0, |a, &n| a ^ m.touch(n));
                 for &n in nb.iter() {
-                    let d = self.dist(vecs, q, n);
+                    let d = m.dist(n);
                     if d < cur.d {
                         cur = Cand { d, n };
                         changed = true;
                     }
                 }
+                std::hint::black_box(sink);
                 if !changed {
                     break;
                 }
@@ -385,8 +524,7 @@ impl<E: Elem> Graph<E> {
     #[allow(clippy::too_many_arguments)] // the hot loop's inputs, kept as plain arguments
     fn search_layer(
         &self,
-        vecs: &[E],
-        q: &[E],
+        m: &impl Metric,
         ep: Cand,
         ef: usize,
         level: usize,
@@ -416,11 +554,18 @@ impl<E: Elem> Graph<E> {
                 break;
             }
             self.neighbours(c.n, level, nb);
-            for &n in nb.iter() {
-                if !s.visited.visit(n) {
-                    continue;
-                }
-                let d = self.dist(vecs, q, n);
+            // Unvisited neighbours first, then all their distances in one branch-free pass
+            // (the vector fetches overlap), then the heap updates.
+            s.visited.keep_unvisited(nb);
+            let mut sink = nb.iter().fold(0, |a, &n| a ^ m.touch(n));
+            // Likewise the best waiting candidate's links: often the next one expanded.
+            if let Some(Reverse(next)) = s.cands.peek() {
+                sink ^= self.links0[next.n as usize * (1 + self.m0)].load(Relaxed);
+            }
+            s.dists.clear();
+            s.dists.extend(nb.iter().map(|&n| m.dist(n)));
+            std::hint::black_box(sink);
+            for (&n, &d) in nb.iter().zip(&s.dists) {
                 if s.top.len() < ef || d < bound {
                     s.cands.push(Reverse(Cand { d, n }));
                     if ok(n) {
@@ -467,12 +612,17 @@ impl<E: Elem> Graph<E> {
         if n as usize >= self.cap {
             return Err(HnswError::Full(n, self.cap));
         }
-        let d = self.p.dim;
-        let mut w = self.vectors.write();
-        for (x, &y) in w[n as usize * d..(n as usize + 1) * d].iter_mut().zip(v) {
+        self.store_row(&mut self.vectors.write(), n, v);
+        Ok(())
+    }
+
+    /// Writes node `n`'s vector and code (`n` in range, `v` of `dim` components).
+    fn store_row(&self, rows: &mut Rows<E>, n: u32, v: &[f32]) {
+        let (d, l, i) = (self.p.dim, self.lines, n as usize);
+        for (x, &y) in rows.vecs[i * d..(i + 1) * d].iter_mut().zip(v) {
             *x = E::from_f32(y);
         }
-        Ok(())
+        rows.scales[i] = encode(v, &mut rows.codes[i * l..(i + 1) * l]);
     }
 
     /// Links node `n` (vector already written) into the graph, or re-links it after its
@@ -487,8 +637,15 @@ impl<E: Elem> Graph<E> {
             });
         }
         self.levels[n as usize].store(level as u8, Relaxed);
-        let vecs = self.vectors.read();
-        let q: Vec<E> = self.row(&vecs, n).to_vec();
+        let rows = self.vectors.read();
+        let vecs = &rows.vecs[..];
+        let q: Vec<E> = self.row(vecs, n).to_vec();
+        // Links are chosen by the stored vectors, not the coarser codes.
+        let exact = Exact {
+            vecs,
+            q: &q,
+            dim: self.p.dim,
+        };
         let e = self.entry.load(Acquire);
         if e == 0 {
             let _g = self.entry_lock.lock();
@@ -504,15 +661,14 @@ impl<E: Elem> Graph<E> {
         let mut s = self.scratch();
         let mut nb = Vec::with_capacity(self.m0);
         let mut cur = Cand {
-            d: self.dist(&vecs, &q, ep),
+            d: exact.dist(ep),
             n: ep,
         };
         if ep != n {
-            cur = self.descend(&vecs, &q, cur, max_level, level, &mut nb);
+            cur = self.descend(&exact, cur, max_level, level, &mut nb);
             for lv in (0..=level.min(max_level)).rev() {
                 self.search_layer(
-                    &vecs,
-                    &q,
+                    &exact,
                     cur,
                     self.p.ef_construction,
                     lv,
@@ -528,14 +684,14 @@ impl<E: Elem> Graph<E> {
                 if found.is_empty() {
                     continue;
                 }
-                let chosen = self.select(&vecs, &found, self.p.m);
+                let chosen = self.select(vecs, &found, self.p.m);
                 {
                     let _g = self.lock(n);
                     self.set_links(n, lv, &chosen);
                 }
                 let max_links = if lv == 0 { self.m0 } else { self.p.m };
                 for &other in &chosen {
-                    self.connect(&vecs, other, n, lv, max_links, &mut nb);
+                    self.connect(vecs, other, n, lv, max_links, &mut nb);
                 }
                 cur = found.swap_remove(0);
             }
@@ -622,9 +778,7 @@ impl<E: Elem> Graph<E> {
                         want: d,
                     },
                 )?;
-                for (x, &y) in w[n as usize * d..(n as usize + 1) * d].iter_mut().zip(v) {
-                    *x = E::from_f32(y);
-                }
+                self.store_row(&mut w, n, v);
             }
         }
         if let Some((&first, rest)) = nodes.split_first() {
@@ -661,8 +815,8 @@ impl<E: Elem> Graph<E> {
         if !self.contains(n) {
             return None;
         }
-        let vecs = self.vectors.read();
-        Some(self.row(&vecs, n).iter().map(|x| x.to_f32()).collect())
+        let rows = self.vectors.read();
+        Some(self.row(&rows.vecs, n).iter().map(|x| x.to_f32()).collect())
     }
 
     /// The approximate `k` nodes with the largest inner product with `q`, best first, with
@@ -679,21 +833,41 @@ impl<E: Elem> Graph<E> {
             return Ok(Vec::new());
         }
         let (ep, max_level) = ((e & 0xffff_ffff) as u32, ((e >> 32) - 1) as usize);
-        let vecs = self.vectors.read();
+        let rows = self.vectors.read();
+        let vecs = &rows.vecs[..];
         let mut s = self.scratch();
         let mut query = std::mem::take(&mut s.query);
         query.clear();
         query.extend(q.iter().map(|&x| E::from_f32(x)));
+        let mut qcode = std::mem::take(&mut s.qcode);
+        qcode.clear();
+        qcode.resize(self.lines, Line::default());
+        encode(q, &mut qcode);
+        // The walk compares int8 codes (one cache line per 64 dimensions, an integer kernel);
+        // the beam it ends with is re-scored with the stored vectors below.
+        let nav = Nav {
+            codes: &rows.codes,
+            scales: &rows.scales,
+            q: &qcode,
+        };
         let mut nb = Vec::with_capacity(self.m0);
         let start = Cand {
-            d: self.dist(&vecs, &query, ep),
+            d: nav.dist(ep),
             n: ep,
         };
-        let cur = self.descend(&vecs, &query, start, max_level, 0, &mut nb);
+        let cur = self.descend(&nav, start, max_level, 0, &mut nb);
         let ef = self.ef_search.load(Relaxed).max(k);
-        self.search_layer(&vecs, &query, cur, ef, 0, true, &mut s, &mut nb);
+        self.search_layer(&nav, cur, ef, 0, true, &mut s, &mut nb);
+        let exact = Exact {
+            vecs,
+            q: &query,
+            dim: self.p.dim,
+        };
+        let sink = s.top.iter().fold(0, |a, c| a ^ exact.touch(c.n));
+        let mut out: Vec<(u32, f32)> = s.top.drain().map(|c| (c.n, -exact.dist(c.n))).collect();
+        std::hint::black_box(sink);
         s.query = query;
-        let mut out: Vec<(u32, f32)> = s.top.drain().map(|c| (c.n, -c.d)).collect();
+        s.qcode = qcode;
         self.give_back(s);
         out.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         out.truncate(k);
@@ -731,7 +905,7 @@ impl<E: Elem> Graph<E> {
             }
             u32s(
                 w,
-                &mut vecs[n as usize * d..(n as usize + 1) * d]
+                &mut vecs.vecs[n as usize * d..(n as usize + 1) * d]
                     .iter()
                     .map(|x| x.to_bits()),
             )?;
@@ -804,9 +978,11 @@ impl<E: Elem> Graph<E> {
                         .collect::<std::io::Result<_>>()?;
                     let _ = g.upper[n as usize].set(words.into_boxed_slice());
                 }
-                for x in &mut vecs[n as usize * dim..(n as usize + 1) * dim] {
-                    *x = E::from_bits(read_u32(r)?);
+                let mut v = Vec::with_capacity(dim);
+                for _ in 0..dim {
+                    v.push(E::from_bits(read_u32(r)?).to_f32());
                 }
+                g.store_row(&mut vecs, n, &v);
                 g.levels[n as usize].store(lv as u8, Relaxed);
                 g.state[n as usize].store(st, Relaxed);
                 if st == LIVE {
@@ -838,5 +1014,95 @@ impl<E: Elem> Graph<E> {
         }
         g.entry.store(entry, Release);
         Ok(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        // Norms spread over two orders of magnitude, as trained factors' do.
+        (0..n)
+            .flat_map(|_| {
+                let norm = 10f32.powf(rng.random_range(-1.0..1.0));
+                (0..dim)
+                    .map(|_| norm * rng.random_range(-1.0f32..1.0))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn codes_approximate_the_inner_product_in_any_dimension() {
+        for dim in [8, 64, 100, 128] {
+            let v = random(200, dim, dim as u64);
+            let lines = dim.div_ceil(64);
+            let mut q = vec![Line::default(); lines];
+            let mut x = vec![Line::default(); lines];
+            for pair in v.chunks_exact(2 * dim) {
+                let (a, b) = pair.split_at(dim);
+                let (sa, sb) = (encode(a, &mut q), encode(b, &mut x));
+                let approx = sa * sb * code_dot(&q, &x) as f32;
+                let exact = crate::als::dot(a, b);
+                let scale = crate::als::dot(a, a).sqrt() * crate::als::dot(b, b).sqrt();
+                assert!(
+                    (approx - exact).abs() <= 0.02 * scale,
+                    "dim {dim}: {approx} vs {exact} (norms product {scale})"
+                );
+            }
+        }
+        let mut z = vec![Line::default(); 1];
+        assert_eq!(
+            encode(&[0.0; 8], &mut z),
+            0.0,
+            "a zero vector has a zero code"
+        );
+        assert!(z[0].0.iter().all(|&c| c == 0));
+        assert_eq!(encode(&[f32::NAN; 8], &mut z), 0.0, "so does a broken one");
+    }
+
+    #[test]
+    fn results_carry_stored_precision_scores_in_order() {
+        let (n, dim) = (3000, 100); // two code lines per node
+        let v = random(n, dim, 9);
+        let g: Graph<F16> = Graph::new(
+            Params {
+                dim,
+                m: 16,
+                ef_construction: 100,
+                ef_search: 40,
+            },
+            n,
+        );
+        let ids: Vec<u32> = (0..n as u32).collect();
+        g.insert_many(&ids, &v, |_| {}).expect("build");
+        let queries = random(40, dim, 10);
+        let mut hits = 0;
+        for q in queries.chunks_exact(dim) {
+            let got = g.search(q, 10).expect("search");
+            assert_eq!(got.len(), 10);
+            assert!(got.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+            for &(n, score) in &got {
+                let row = g.vector(n).expect("stored");
+                let stored: Vec<F16> = q.iter().map(|&x| F16::from_f32(x)).collect();
+                let want: Vec<F16> = row.iter().map(|&x| F16::from_f32(x)).collect();
+                assert_eq!(score, F16::dot(&stored, &want), "re-scored, not the code's");
+            }
+            let mut exact: Vec<(u32, f32)> = v
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(i, x)| (i as u32, crate::als::dot(q, x)))
+                .collect();
+            exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+            hits += got
+                .iter()
+                .filter(|(n, _)| exact[..10].iter().any(|(m, _)| m == n))
+                .count();
+        }
+        let recall = hits as f64 / 400.0;
+        assert!(recall >= 0.9, "recall@10 {recall}");
     }
 }
