@@ -268,7 +268,7 @@ impl AnnIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
@@ -277,7 +277,8 @@ mod tests {
         (0..n * dim).map(|_| rng.random_range(-1.0..1.0)).collect()
     }
 
-    fn exact(v: &[f32], dim: usize, q: &[f32], k: usize) -> Vec<Idx> {
+    /// The exact top `k` rows of `v` by inner product with `q` (what the index approximates).
+    pub(crate) fn exact(v: &[f32], dim: usize, q: &[f32], k: usize) -> Vec<Idx> {
         let mut s: Vec<(Idx, f32)> = v
             .chunks_exact(dim)
             .enumerate()

@@ -1091,16 +1091,8 @@ mod tests {
                 let want: Vec<F16> = row.iter().map(|&x| F16::from_f32(x)).collect();
                 assert_eq!(score, F16::dot(&stored, &want), "re-scored, not the code's");
             }
-            let mut exact: Vec<(u32, f32)> = v
-                .chunks_exact(dim)
-                .enumerate()
-                .map(|(i, x)| (i as u32, crate::als::dot(q, x)))
-                .collect();
-            exact.sort_by(|a, b| b.1.total_cmp(&a.1));
-            hits += got
-                .iter()
-                .filter(|(n, _)| exact[..10].iter().any(|(m, _)| m == n))
-                .count();
+            let want = crate::ann::tests::exact(&v, dim, q, 10);
+            hits += got.iter().filter(|(n, _)| want.contains(n)).count();
         }
         let recall = hits as f64 / 400.0;
         assert!(recall >= 0.9, "recall@10 {recall}");
