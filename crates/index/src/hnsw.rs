@@ -230,15 +230,22 @@ impl Visited {
         self.marked.clear();
     }
 
-    /// Marks `n`; true if it was not yet visited in this search.
+    /// Sets `n`'s bit; true if it was clear (false for an id beyond the graph).
     #[inline]
-    fn visit(&mut self, n: u32) -> bool {
+    fn test_and_set(&mut self, n: u32) -> bool {
         let Some(w) = self.bits.get_mut(n as usize >> 6) else {
             return false;
         };
         let bit = 1u64 << (n & 63);
         let fresh = *w & bit == 0;
         *w |= bit;
+        fresh
+    }
+
+    /// Marks `n`; true if it was not yet visited in this search.
+    #[inline]
+    fn visit(&mut self, n: u32) -> bool {
+        let fresh = self.test_and_set(n);
         if fresh {
             self.marked.push(n);
         }
@@ -252,13 +259,9 @@ impl Visited {
         let mut k = 0;
         for i in 0..nb.len() {
             let n = nb[i];
-            if let Some(w) = self.bits.get_mut(n as usize >> 6) {
-                let bit = 1u64 << (n & 63);
-                let fresh = *w & bit == 0;
-                *w |= bit;
-                nb[k] = n;
-                k += usize::from(fresh);
-            }
+            let fresh = self.test_and_set(n);
+            nb[k] = n;
+            k += usize::from(fresh);
         }
         nb.truncate(k);
         self.marked.extend_from_slice(nb);
@@ -477,11 +480,6 @@ impl<E: Elem> Graph<E> {
     fn row<'v>(&self, vecs: &'v [E], n: u32) -> &'v [E] {
         let d = self.p.dim;
         &vecs[n as usize * d..(n as usize + 1) * d]
-    }
-
-    #[inline]
-    fn dist(&self, vecs: &[E], q: &[E], n: u32) -> f32 {
-        -E::dot(q, self.row(vecs, n))
     }
 
     fn level_of(&self, n: u32) -> usize {
@@ -728,12 +726,16 @@ impl<E: Elem> Graph<E> {
             self.set_links(from, level, nb);
             return;
         }
-        let base = self.row(vecs, from);
+        let base = Exact {
+            vecs,
+            q: self.row(vecs, from),
+            dim: self.p.dim,
+        };
         let mut cands: Vec<Cand> = nb
             .iter()
             .chain(std::iter::once(&to))
             .map(|&x| Cand {
-                d: self.dist(vecs, base, x),
+                d: base.dist(x),
                 n: x,
             })
             .collect();
@@ -1085,9 +1087,9 @@ mod tests {
             let got = g.search(q, 10).expect("search");
             assert_eq!(got.len(), 10);
             assert!(got.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+            let stored: Vec<F16> = q.iter().map(|&x| F16::from_f32(x)).collect();
             for &(n, score) in &got {
                 let row = g.vector(n).expect("stored");
-                let stored: Vec<F16> = q.iter().map(|&x| F16::from_f32(x)).collect();
                 let want: Vec<F16> = row.iter().map(|&x| F16::from_f32(x)).collect();
                 assert_eq!(score, F16::dot(&stored, &want), "re-scored, not the code's");
             }
