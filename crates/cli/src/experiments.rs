@@ -1,32 +1,30 @@
 //! `cascade experiments [NAME]`: online metrics per arm, from a running server (`--url`) or
 //! from a data dir (server stopped: the log is replayed, impressions and feedback included).
 
+use crate::args::TargetArgs;
 use anyhow::{Context, bail};
-use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExperimentsArgs {
     /// The experiment; all of them when absent.
     pub name: Option<String>,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    #[arg(long)]
-    pub url: Option<String>,
-    #[arg(long, env = "CASCADE_ADMIN_KEY")]
-    pub key: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 pub fn run(args: ExperimentsArgs) -> anyhow::Result<()> {
     let rt = crate::runtime()?;
-    let reports: Vec<serde_json::Value> = if let Some(url) = &args.url {
-        rt.block_on(remote(url, args.key.as_deref(), args.name.as_deref()))?
+    let reports: Vec<serde_json::Value> = if let Some(url) = &args.target.url {
+        rt.block_on(remote(
+            url,
+            args.target.key.as_deref(),
+            args.name.as_deref(),
+        ))?
     } else {
-        let Some(dir) = args.data_dir.clone() else {
+        let Some(dir) = args.target.data_dir.clone() else {
             bail!("give --data-dir (server stopped) or --url (running server)")
         };
-        let engine = crate::open_engine(&rt, dir, args.config.as_deref())?;
+        let engine = crate::open_engine(&rt, dir, args.target.config.as_deref())?;
         let names: Vec<String> = match &args.name {
             Some(n) => vec![n.clone()],
             None => engine

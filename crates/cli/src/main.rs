@@ -1,21 +1,18 @@
-//! `cascade`: generate or import data, serve the API, run the demo and the benchmarks.
+//! `cascade`: argument parsing and dispatch. The work is done by the library crates: data in
+//! by `cascade-worlds`, training by `cascade-training`, serving by `cascade-server`, and
+//! measurement by `cascade-bench`.
 
-mod bench;
-mod bench_ann;
-mod bench_fresh;
-mod bench_mem;
-mod bench_rank;
-mod eval;
+mod args;
 mod experiments;
-mod generate;
-mod import;
 mod models;
-mod store;
 mod train;
-mod world;
 
 use anyhow::Context;
+use args::{DataDirArgs, WorldArgs};
+use cascade_bench::{ann as bench_ann, eval, freshness as bench_fresh, load as bench};
+use cascade_bench::{memory as bench_mem, rank as bench_rank, runtime};
 use cascade_server::Config;
+use cascade_worlds::{generate, import, store};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,14 +35,8 @@ enum Command {
     Generate {
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 50_000)]
-        items: usize,
-        #[arg(long, default_value_t = 10_000)]
-        users: usize,
-        #[arg(long, default_value_t = 1_000_000)]
-        events: usize,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
+        #[command(flatten)]
+        world: WorldArgs,
     },
     /// Load items, users and events into a data dir (the server must not be running on it).
     Import {
@@ -74,22 +65,14 @@ enum Command {
         dataset: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
-        #[arg(long, default_value_t = 50_000)]
-        items: usize,
-        #[arg(long, default_value_t = 10_000)]
-        users: usize,
-        #[arg(long, default_value_t = 1_000_000)]
-        events: usize,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
+        #[command(flatten)]
+        world: WorldArgs,
     },
     /// Train embeddings, co-visitation, embedding neighbours and the HNSW index from a data
     /// dir's log and write a versioned model bundle that `serve` loads (stop the server first).
     Train {
-        #[arg(long)]
-        data_dir: PathBuf,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DataDirArgs,
         /// Users whose newest engagement is held out to measure the model (0: none).
         #[arg(long, default_value_t = 500)]
         holdout_users: usize,
@@ -119,10 +102,8 @@ enum Command {
     /// Write a snapshot of the data dir's state now (the server also writes them every
     /// `storage.snapshot_interval_s`): a restart then replays only the log after it.
     Snapshot {
-        #[arg(long)]
-        data_dir: PathBuf,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DataDirArgs,
     },
     /// The online feature store (`storage.backend = "redis"`).
     Features {
@@ -136,10 +117,8 @@ enum FeaturesCmd {
     /// Write every event in the data dir's log to the Redis feature store (seeds it with the
     /// history from before the deployment moved to the bus; idempotent).
     Backfill {
-        #[arg(long)]
-        data_dir: PathBuf,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        dir: DataDirArgs,
         /// Events per round trip.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
@@ -174,23 +153,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Generate {
-            out,
-            items,
-            users,
-            events,
-            seed,
-        } => {
+        Command::Generate { out, world } => {
             let t = Instant::now();
             let mut sink = generate::JsonlDirSink::create(&out)?;
-            let p = generate::GenerateParams::new(
-                items,
-                users,
-                events,
-                seed,
-                cascade_core::time::now_millis(),
-            );
-            let c = generate::generate(&p, &mut sink, true)?;
+            let c = generate::generate(&world.params(), &mut sink, true)?;
             sink.finish()?;
             println!(
                 "wrote {} items, {} users, {} events to {} in {:.1}s",
@@ -239,23 +205,15 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             dataset,
             addr,
-            items,
-            users,
-            events,
-            seed,
-        } => demo(data_dir, dataset, addr, (items, users, events, seed)),
+            world,
+        } => demo(data_dir, dataset, addr, world),
         Command::Train {
-            data_dir,
-            config,
+            dir,
             holdout_users,
             json,
             export_lists,
             force,
-        } => {
-            let mut cfg = Config::load(config.as_deref())?;
-            cfg.data_dir = data_dir;
-            train::run(&cfg, holdout_users, json, export_lists.as_deref(), force)
-        }
+        } => train::run(&dir.load()?, holdout_users, json, export_lists, force),
         Command::Bench {
             what: Some(BenchKind::Ann(a)),
             ..
@@ -277,18 +235,12 @@ fn main() -> anyhow::Result<()> {
         Command::Models(args) => models::run(args),
         Command::Experiments(args) => experiments::run(args),
         Command::Features {
-            what:
-                FeaturesCmd::Backfill {
-                    data_dir,
-                    config,
-                    batch,
-                },
+            what: FeaturesCmd::Backfill { dir, batch },
         } => {
-            let mut cfg = Config::load(config.as_deref())?;
-            cfg.data_dir = data_dir;
+            let cfg = dir.load()?;
             let t = Instant::now();
             let rt = runtime()?;
-            let done = rt.block_on(cascade_server::backfill::backfill(&cfg, batch))?;
+            let done = rt.block_on(cascade_runtime::backfill::backfill(&cfg, batch))?;
             println!(
                 "backfilled {} events in {} round trips into {} (prefix {}) in {:.1}s",
                 done.events,
@@ -299,10 +251,10 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Snapshot { data_dir, config } => {
+        Command::Snapshot { dir } => {
             let rt = runtime()?;
             let t = Instant::now();
-            let engine = open_engine(&rt, data_dir, config.as_deref())?;
+            let engine = open_engine(&rt, dir.data_dir, dir.config.as_deref())?;
             let opened = t.elapsed();
             let t = Instant::now();
             let (path, bytes) = engine.snapshot_now()?;
@@ -353,13 +305,6 @@ fn open_engine(
     Ok(rt.block_on(cascade_server::Engine::open_async(cfg))?)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")
-}
-
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -401,7 +346,7 @@ async fn serve(cfg: Config, banner: Option<Banner>) -> anyhow::Result<()> {
     if let Some(b) = banner {
         b(&addr);
     }
-    let served = cascade_server::serve(engine.clone(), listener, shutdown_signal()).await;
+    let served = cascade_server::serve(engine.clone(), &cfg, listener, shutdown_signal()).await;
     engine.close().await;
     served.map_err(Into::into)
 }
@@ -414,7 +359,7 @@ fn demo(
     data_dir: Option<PathBuf>,
     dataset: Option<PathBuf>,
     addr: String,
-    (items, users, events, seed): (usize, usize, usize, u64),
+    world: WorldArgs,
 ) -> anyhow::Result<()> {
     let t = Instant::now();
     let (dir, _tmp) = match data_dir {
@@ -435,18 +380,14 @@ fn demo(
     } else {
         if log_is_empty(&dir) {
             eprintln!(
-                "generating {items} items, {users} users, {events} events into {}",
+                "generating {} items, {} users, {} events into {}",
+                world.items,
+                world.users,
+                world.events,
                 dir.display()
             );
             let mut sink = store::StoreSink::open(&dir)?;
-            let p = generate::GenerateParams::new(
-                items,
-                users,
-                events,
-                seed,
-                cascade_core::time::now_millis(),
-            );
-            generate::generate(&p, &mut sink, true)?;
+            generate::generate(&world.params(), &mut sink, true)?;
             sink.finish()?;
         }
         ("u1".to_string(), "i1".to_string())

@@ -2,24 +2,15 @@
 //! server stopped: the engine is opened on the data dir and the same validation runs) or
 //! through a running server's admin API (`--url`).
 
+use crate::args::TargetArgs;
 use anyhow::{Context, bail};
-use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelsArgs {
     #[command(subcommand)]
     pub action: Action,
-    /// Data dir (server stopped).
-    #[arg(long, global = true)]
-    pub data_dir: Option<PathBuf>,
-    #[arg(long, global = true)]
-    pub config: Option<PathBuf>,
-    /// A running server instead, e.g. http://127.0.0.1:8080.
-    #[arg(long, global = true)]
-    pub url: Option<String>,
-    /// Admin key for `--url`.
-    #[arg(long, global = true, env = "CASCADE_ADMIN_KEY")]
-    pub key: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -34,13 +25,13 @@ pub enum Action {
 
 pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
     let rt = crate::runtime()?;
-    if let Some(url) = &args.url {
-        return rt.block_on(remote(url, args.key.as_deref(), &args.action));
+    if let Some(url) = &args.target.url {
+        return rt.block_on(remote(url, args.target.key.as_deref(), &args.action));
     }
-    let Some(dir) = args.data_dir.clone() else {
+    let Some(dir) = args.target.data_dir.clone() else {
         bail!("give --data-dir (server stopped) or --url (running server)")
     };
-    let engine = crate::open_engine(&rt, dir, args.config.as_deref())?;
+    let engine = crate::open_engine(&rt, dir, args.target.config.as_deref())?;
     let out = match &args.action {
         Action::List => {
             print_list(&serde_json::to_value(engine.list_models()?)?);

@@ -1,12 +1,14 @@
-//! `cascade train`: replays a data dir's log, trains every model artifact and writes a
-//! versioned bundle under `<data_dir>/models/` that `serve` loads at start.
+//! `cascade train`: replays a data dir's log, runs `cascade-training`'s run (artifacts,
+//! ranker, gate, registry) with a progress bar per stage, and prints what it made.
 
 use cascade_server::Config;
-use cascade_server::training::{self, TrainOptions};
+use cascade_training::TrainOptions;
+use cascade_training::run::{RunOptions, RunOutcome, train_and_save};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// One bar per stage, created as stages start.
@@ -52,43 +54,36 @@ pub fn run(
     cfg: &Config,
     holdout_users: usize,
     json: bool,
-    export_lists: Option<&std::path::Path>,
+    export_lists: Option<PathBuf>,
     force: bool,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
     let t = Instant::now();
-    let replayed = cascade_server::engine::replay(cfg)?;
+    let replayed = cascade_runtime::replay(cfg)?;
     let replay_s = t.elapsed().as_secs_f64();
     let bars = Bars::new();
-    let opts = TrainOptions { holdout_users };
-    let mut bundle = training::train(&replayed.state, cfg, &opts, &|s, d, n| bars.update(s, d, n));
-    if cfg.models.ranker.enabled {
-        let (model, metrics) = cascade_server::ranker::train_from_log(
-            cfg,
-            &replayed.dir.log_dir(),
-            export_lists,
-            &|s, d, n| bars.update(s, d, n),
-        )?;
-        cascade_server::ranker::add_to_bundle(&mut bundle, cfg, model, metrics);
-    }
-    // The promotion gate: against the active bundle, on a window neither trained on.
+    let opts = RunOptions {
+        train: TrainOptions { holdout_users },
+        export_lists,
+        force,
+    };
     let models_dir = cascade_index::bundle::models_dir(&cfg.data_dir);
-    let active = cascade_index::Bundle::current(&models_dir)?;
-    let mut promote = true;
-    if let Some(active) = active.filter(|_| cfg.models.gate.enabled && !force) {
-        let mutations = cascade_storage::EventLog::read_all(&replayed.dir.log_dir())?;
-        match cascade_server::gate::evaluate(cfg, &mutations, &active, &|s, d, n| {
-            bars.update(&format!("gate: {s}"), d, n)
-        }) {
-            Ok(g) => {
-                promote = g.passed;
-                bundle.manifest.metrics.gate = Some(g);
-            }
-            // Too little history to compare: nothing says the candidate is worse.
-            Err(e) => eprintln!("train: promotion gate skipped: {e}"),
-        }
+    let RunOutcome {
+        bundle,
+        path,
+        promoted,
+        gate_skipped,
+    } = train_and_save(
+        &replayed.state,
+        &replayed.dir.log_dir(),
+        &models_dir,
+        cfg,
+        &opts,
+        &|s, d, n| bars.update(s, d, n),
+    )?;
+    if let Some(why) = gate_skipped {
+        eprintln!("train: promotion gate skipped: {why}");
     }
-    let path = bundle.save_as(&models_dir, promote)?;
     let m = &bundle.manifest;
     if let Some(g) = &m.metrics.gate {
         println!(
@@ -103,7 +98,7 @@ pub fn run(
             if g.passed { "promoted" } else { "REFUSED" }
         );
     }
-    if !promote {
+    if !promoted {
         anyhow::bail!(
             "bundle {} saved but not promoted: its NDCG@10 on the gate window is more than {:.0} % below the active bundle's; `cascade models activate {}` or `cascade train --force` promotes it anyway",
             m.version,

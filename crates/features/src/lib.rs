@@ -4,6 +4,7 @@
 //! `cascade-storage`), so replay rebuilds it exactly. Reads take a short read lock and copy
 //! out what a request needs; no lock is ever held across an `.await`.
 
+pub mod config;
 pub mod experiments;
 pub mod schema;
 pub mod snapshot;
@@ -11,6 +12,7 @@ pub mod state;
 pub mod store;
 pub mod weights;
 
+pub use config::FeaturesSection;
 pub use schema::{FeatureDef, FeatureSchema};
 pub use snapshot::Snapshot;
 pub use state::{Inner, Interaction, ItemRec, ItemStats, State, StateStats, UserState, UserView};

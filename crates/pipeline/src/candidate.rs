@@ -188,3 +188,22 @@ pub struct Reason {
     pub code: &'static str,
     pub text: String,
 }
+
+/// Appends each candidate's score and rank (by score, best first) under `stage`.
+pub(crate) fn record_stage(items: &[Candidate], stage: &str, trace: &mut Vec<StageScore>) {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        items[b]
+            .score
+            .total_cmp(&items[a].score)
+            .then(items[a].item.cmp(&items[b].item))
+    });
+    let of = items.len() as u32;
+    trace.extend(order.iter().enumerate().map(|(rank, &k)| StageScore {
+        item: items[k].item,
+        stage: stage.to_string(),
+        score: items[k].score,
+        rank: rank as u32,
+        of,
+    }));
+}

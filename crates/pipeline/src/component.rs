@@ -2,8 +2,10 @@
 
 use crate::candidate::{Candidate, Candidates, Hit, Reason, Removal};
 use crate::context::RequestCtx;
-use crate::executor::{PipelineResult, SourceSlot};
+use crate::result::PipelineResult;
 use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A component failure. The executor decides what it costs the response.
 #[derive(Debug, thiserror::Error)]
@@ -94,4 +96,22 @@ pub trait SideEffect: Send + Sync {
 /// the sources that found the candidate (slots index `sources`) and its seed item.
 pub trait Explainer: Send + Sync {
     fn explain(&self, ctx: &RequestCtx, cand: &Candidate, sources: &[SourceSlot]) -> Reason;
+}
+
+/// One declared candidate source with its quota and deadline.
+pub struct SourceSlot {
+    pub source: Arc<dyn CandidateSource>,
+    /// Most candidates taken from this source (its quota).
+    pub limit: usize,
+    pub timeout: Duration,
+    /// Its candidates pass the candidate budget and the pre-ranker's cut, so the policy
+    /// stage can still pin them (editorial) or explore with them (fresh items) whatever the
+    /// pre-ranker thinks of them.
+    pub protected: bool,
+}
+
+impl From<crate::cpu::CpuError> for ComponentError {
+    fn from(e: crate::cpu::CpuError) -> Self {
+        ComponentError::Failed(e.to_string())
+    }
 }

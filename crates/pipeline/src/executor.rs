@@ -2,34 +2,18 @@
 //! and metrics, applies fail-open / fail-closed policy, and falls back to the popular list.
 
 use crate::breaker::Admit;
-use crate::candidate::{
-    Candidate, Candidates, FeatureBlock, Hit, MAX_SOURCES, Placement, Reason, StageScore,
-};
-use crate::component::{
-    CandidateSource, ComponentError, Explainer, FailMode, Filter, Hydrator, Scorer, Selector,
-    SideEffect,
-};
+use crate::candidate::{Candidate, Candidates, FeatureBlock, Hit, record_stage};
+use crate::component::{Explainer, Filter, Hydrator, Scorer, Selector, SideEffect, SourceSlot};
 use crate::context::{Env, Query, RequestCtx};
 use crate::faults::Dependency;
-use cascade_core::{Idx, NONE_IDX};
+use crate::result::{PipelineResult, RankStage, ms};
+use cascade_core::Idx;
 use cascade_features::FeatureSchema;
 use futures::future::join_all;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-
-/// One declared candidate source with its quota and deadline.
-pub struct SourceSlot {
-    pub source: Arc<dyn CandidateSource>,
-    /// Most candidates taken from this source (its quota).
-    pub limit: usize,
-    pub timeout: Duration,
-    /// Its candidates pass the candidate budget and the pre-ranker's cut, so the policy
-    /// stage can still pin them (editorial) or explore with them (fresh items) whatever the
-    /// pre-ranker thinks of them.
-    pub protected: bool,
-}
 
 /// Time budgets of a surface.
 #[derive(Debug, Clone, Copy)]
@@ -84,68 +68,6 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-/// What the pipeline produced for one request.
-#[derive(Debug)]
-pub struct PipelineResult {
-    pub ctx: Arc<RequestCtx>,
-    /// Final items, best first.
-    pub items: Vec<Candidate>,
-    pub reasons: Vec<Reason>,
-    /// Names of the source slots, indexed like `Candidate::sources` bits.
-    pub source_names: Vec<String>,
-    /// What did not work as designed for this response.
-    pub degraded: Vec<String>,
-    /// Milliseconds per stage, in execution order.
-    pub timings: Vec<(&'static str, f64)>,
-    /// With `explain`: (item, component, reason) of every removed candidate.
-    pub removed: Vec<(Idx, String, &'static str)>,
-    pub features: Option<FeatureBlock>,
-    /// With `explain`: each ranking stage's score and rank of every candidate it scored.
-    pub trace: Vec<StageScore>,
-    /// With `explain`: filters every returned item passed (those that ran for this request).
-    pub filters_passed: Vec<String>,
-}
-
-impl PipelineResult {
-    pub fn model_version(&self) -> &str {
-        &self.ctx.models.version
-    }
-}
-
-/// What the ranking stage returns.
-#[derive(Debug)]
-pub struct RankStage {
-    /// The scored survivors.
-    pub cands: Candidates,
-    pub degraded: Vec<String>,
-    /// Milliseconds per step.
-    pub timings: Vec<(&'static str, f64)>,
-    /// With `explain`: what the filters removed and why.
-    pub removed: Vec<(Idx, String, &'static str)>,
-    /// With `explain`: each stage's scores and ranks.
-    pub trace: Vec<StageScore>,
-}
-
-/// Newest catalog entries the fallback may scan when the popular list runs out.
-const FALLBACK_SCAN: usize = 20_000;
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// Output of the CPU stage: the final list and its explanations.
-#[derive(Debug)]
-pub struct Ranked {
-    pub items: Vec<Candidate>,
-    pub reasons: Vec<Reason>,
-    pub degraded: Vec<String>,
-    /// Milliseconds per step, in order.
-    pub timings: Vec<(&'static str, f64)>,
-    pub removed: Vec<(Idx, String, &'static str)>,
-    pub features: Option<FeatureBlock>,
-    pub trace: Vec<StageScore>,
-}
-
 impl Pipeline {
     /// Runs the request end to end. Never fails: whatever breaks is named in `degraded`.
     pub async fn execute(self: &Arc<Self>, env: &Env, query: Query) -> PipelineResult {
@@ -158,7 +80,7 @@ impl Pipeline {
         self.execute_inner(env, query).instrument(span).await
     }
 
-    async fn execute_inner(self: &Arc<Self>, env: &Env, query: Query) -> PipelineResult {
+    pub(crate) async fn execute_inner(self: &Arc<Self>, env: &Env, query: Query) -> PipelineResult {
         let started = Instant::now();
         let deadline = started + self.budgets.total;
         // The last rung (the popular list, filtered, built inline) must fit before the
@@ -399,7 +321,7 @@ impl Pipeline {
 
     /// Context (one short read of the state, off the async runtime), then the sources
     /// (concurrently, each under its own deadline), then the merge.
-    async fn gather(
+    pub(crate) async fn gather(
         self: &Arc<Self>,
         env: &Env,
         query: Query,
@@ -516,14 +438,14 @@ impl Pipeline {
         Some((ctx, cands))
     }
 
-    fn source_names(&self) -> Vec<String> {
+    pub(crate) fn source_names(&self) -> Vec<String> {
         self.sources
             .iter()
             .map(|s| s.source.name().to_string())
             .collect()
     }
 
-    fn empty_result(
+    pub(crate) fn empty_result(
         &self,
         env: &Env,
         mut degraded: Vec<String>,
@@ -572,410 +494,6 @@ impl Pipeline {
             filters_passed: Vec::new(),
         }
     }
-
-    /// Dedupes the sources' lists into one candidate per item, keeping every source's score
-    /// and rank (the candidate budget is applied after the filters, in the CPU stage).
-    fn merge(&self, lists: &[Vec<Hit>]) -> Candidates {
-        let total: usize = lists.iter().map(Vec::len).sum();
-        let mut flat: Vec<(Idx, usize, u16, Hit)> = Vec::with_capacity(total);
-        for (slot, list) in lists.iter().enumerate().take(MAX_SOURCES) {
-            for (rank, h) in list.iter().enumerate() {
-                flat.push((h.item, slot, rank.min(u16::MAX as usize) as u16, *h));
-            }
-        }
-        flat.sort_unstable_by_key(|&(item, slot, _, _)| (item, slot));
-        let mut items: Vec<Candidate> = Vec::with_capacity(flat.len());
-        let mut best_seed_score = Vec::with_capacity(flat.len());
-        for (item, slot, rank, hit) in flat {
-            if items.last().is_none_or(|c: &Candidate| c.item != item) {
-                items.push(Candidate::new(item));
-                best_seed_score.push(f32::NEG_INFINITY);
-            }
-            let (Some(c), Some(best)) = (items.last_mut(), best_seed_score.last_mut()) else {
-                continue;
-            };
-            c.sources |= 1 << slot;
-            c.source_scores[slot] = hit.score;
-            c.source_ranks[slot] = rank;
-            if hit.seed != NONE_IDX && hit.score > *best {
-                *best = hit.score;
-                c.seed = hit.seed;
-            }
-        }
-        for (row, c) in items.iter_mut().enumerate() {
-            c.row = row as u32;
-            // Retrieval-score order is the last ranking rung: it stands if the pre-ranker
-            // fails too.
-            c.score = c.source_scores.iter().sum();
-        }
-        let features = FeatureBlock::new(self.schema.clone(), items.len());
-        Candidates { items, features }
-    }
-
-    /// Runs filters; returns the kept candidates. A fail-closed filter that errors removes
-    /// every candidate it was asked about.
-    fn run_filters(
-        &self,
-        ctx: &RequestCtx,
-        cands: &mut Candidates,
-        degraded: &mut Vec<String>,
-        removed: &mut Vec<(Idx, String, &'static str)>,
-        enforce_deadline: bool,
-    ) {
-        for f in &self.filters {
-            if cands.items.is_empty() {
-                break;
-            }
-            if enforce_deadline && f.fail_mode() == FailMode::Open && ctx.expired() {
-                degraded.push(format!("filter:{}:skipped", f.name()));
-                continue;
-            }
-            let out = f.filter(ctx, cands);
-            let removals = match out {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(filter = f.name(), error = %e, "filter failed");
-                    degraded.push(format!("filter:{}:error", f.name()));
-                    match f.fail_mode() {
-                        FailMode::Open => continue,
-                        FailMode::Closed => (0..cands.items.len())
-                            .map(|index| crate::Removal {
-                                index,
-                                reason: "safety_check_unavailable",
-                            })
-                            .collect(),
-                    }
-                }
-            };
-            if removals.is_empty() {
-                continue;
-            }
-            let mut drop = vec![false; cands.items.len()];
-            for r in &removals {
-                if let Some(d) = drop.get_mut(r.index) {
-                    if !*d && ctx.query.explain {
-                        removed.push((cands.items[r.index].item, f.name().to_string(), r.reason));
-                    }
-                    *d = true;
-                }
-            }
-            let mut i = 0;
-            cands.items.retain(|_| {
-                let keep = !drop[i];
-                i += 1;
-                keep
-            });
-        }
-    }
-
-    /// The CPU stage: filters → budget → hydration → pre-ranker cut → scorers → selectors →
-    /// fallback → explanations.
-    fn rank(&self, ctx: &RequestCtx, cands: Candidates) -> Ranked {
-        let stage = self.rank_stage(ctx, cands);
-        self.policy_stage(ctx, stage)
-    }
-
-    /// After ranking: selectors (ordering, exploration, pins, diversity, sponsored limits),
-    /// padding through the filters when the list runs short, and explanations. Benchmarks
-    /// time it on the output of [`Pipeline::rank_stage`].
-    pub fn policy_stage(&self, ctx: &RequestCtx, stage: RankStage) -> Ranked {
-        let RankStage {
-            mut cands,
-            mut degraded,
-            mut timings,
-            mut removed,
-            trace,
-        } = stage;
-        let t = Instant::now();
-        for s in &self.selectors {
-            if let Err(e) = s.select(ctx, &mut cands) {
-                tracing::warn!(selector = s.name(), error = %e, "selector failed");
-                degraded.push(format!("selector:{}:error", s.name()));
-            }
-        }
-        let n = ctx.query.n;
-        cands.items.truncate(n);
-        timings.push(("select", ms(t.elapsed())));
-
-        let t = Instant::now();
-        if self.fallback && cands.items.len() < n {
-            let produced = cands.items.len();
-            self.pad_with_popular(ctx, &mut cands, &mut removed);
-            if produced == 0 && !cands.items.is_empty() {
-                degraded.push("fallback:popular".into());
-            }
-            // Padding scores below every ranked item, so selecting again keeps the ranked
-            // order and holds the padding to the same rules (e.g. diversity).
-            if cands.items.len() > produced {
-                for s in &self.selectors {
-                    if let Err(e) = s.select(ctx, &mut cands) {
-                        tracing::warn!(selector = s.name(), error = %e, "selector failed");
-                    }
-                }
-                cands.items.truncate(n);
-            }
-        }
-        timings.push(("fallback", ms(t.elapsed())));
-
-        let mut out = Ranked {
-            items: cands.items,
-            reasons: Vec::new(),
-            degraded,
-            timings,
-            removed,
-            features: None,
-            trace,
-        };
-        let t = Instant::now();
-        out.reasons = self.explain(ctx, &out);
-        out.timings.push(("explain", ms(t.elapsed())));
-        if ctx.query.explain {
-            out.features = Some(cands.features);
-        }
-        out
-    }
-
-    /// Filters, the candidate budget, hydration and the pre-ranker's cut.
-    fn prepare(
-        &self,
-        ctx: &RequestCtx,
-        mut cands: Candidates,
-        degraded: &mut Vec<String>,
-        timings: &mut Vec<(&'static str, f64)>,
-        removed: &mut Vec<(Idx, String, &'static str)>,
-        trace: &mut Vec<StageScore>,
-    ) -> Candidates {
-        // Filters first (they need no features), then the candidate budget, so the budget is
-        // spent on candidates that may be shown and hydration only touches those.
-        let t = Instant::now();
-        self.run_filters(ctx, &mut cands, degraded, removed, true);
-        timings.push(("filter", ms(t.elapsed())));
-        let t = Instant::now();
-        let protected = self.protected_mask();
-        if cands.items.len() > self.candidate_budget {
-            // Protected sources' candidates, then best rank in any source, so every source
-            // keeps its top candidates.
-            let best_rank =
-                |c: &Candidate| c.source_ranks.iter().copied().min().unwrap_or(u16::MAX);
-            let key = |c: &Candidate| (c.sources & protected == 0, best_rank(c), c.item);
-            let keep = self.candidate_budget.max(
-                cands
-                    .items
-                    .iter()
-                    .filter(|c| c.sources & protected != 0)
-                    .count(),
-            );
-            // Only which candidates stay matters (later stages order them): a selection,
-            // not a sort.
-            if keep < cands.items.len() {
-                cands.items.select_nth_unstable_by_key(keep, key);
-                cands.items.truncate(keep);
-            }
-        }
-        timings.push(("budget", ms(t.elapsed())));
-
-        let t = Instant::now();
-        self.hydrate(ctx, &mut cands, degraded);
-        timings.push(("hydrate", ms(t.elapsed())));
-
-        // The pre-ranker scores everything, and only its best `prerank_keep` go on.
-        if let Some(pre) = &self.prerank {
-            let t = Instant::now();
-            let mut scores = vec![0f32; cands.items.len()];
-            self.run_scorers(
-                ctx,
-                std::slice::from_ref(pre),
-                &mut cands,
-                &mut scores,
-                degraded,
-            );
-            cands
-                .items
-                .sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
-            if ctx.query.explain {
-                record_stage(&cands.items, "prerank", trace);
-            }
-            if cands.items.len() > self.prerank_keep {
-                // Protected candidates below the cut go on too.
-                let mut k = 0;
-                let keep = self.prerank_keep;
-                cands.items.retain(|c| {
-                    k += 1;
-                    k <= keep || c.sources & protected != 0
-                });
-            }
-            timings.push(("prerank", ms(t.elapsed())));
-        }
-        cands
-    }
-
-    /// Hydration shares one budget; a failed or skipped hydrator leaves declared defaults.
-    fn hydrate(&self, ctx: &RequestCtx, cands: &mut Candidates, degraded: &mut Vec<String>) {
-        let hydrate_deadline = (Instant::now() + self.budgets.hydrate).min(ctx.deadline);
-        let store_down = ctx.features_down.load(Ordering::Relaxed);
-        for h in &self.hydrators {
-            if store_down && h.needs_store() {
-                // Named once as `features:*` by the probe; the defaults stand.
-                cands.features.missing += cands.items.len() as u64;
-                continue;
-            }
-            if Instant::now() >= hydrate_deadline {
-                degraded.push(format!("hydrator:{}:skipped", h.name()));
-                cands.features.missing += cands.items.len() as u64;
-                continue;
-            }
-            if let Err(e) = h.hydrate(ctx, cands) {
-                tracing::warn!(hydrator = h.name(), error = %e, "hydrator failed");
-                degraded.push(format!("hydrator:{}:error", h.name()));
-                cands.features.missing += cands.items.len() as u64;
-            }
-        }
-        metrics::counter!("cascade_features_missing_total", "surface" => self.surface.clone())
-            .increment(cands.features.missing);
-    }
-
-    /// Runs scorers in order; each sees the previous score and may replace it. A failed or
-    /// skipped scorer leaves the previous order standing.
-    fn run_scorers(
-        &self,
-        ctx: &RequestCtx,
-        scorers: &[Arc<dyn Scorer>],
-        cands: &mut Candidates,
-        scores: &mut [f32],
-        degraded: &mut Vec<String>,
-    ) {
-        let down =
-            ctx.ranker_down.load(Ordering::Relaxed) || ctx.features_down.load(Ordering::Relaxed);
-        for s in scorers {
-            if ctx.expired() || (down && s.dependency() == Some(Dependency::Ranker)) {
-                degraded.push(format!("scorer:{}:skipped", s.name()));
-                continue;
-            }
-            for (dst, c) in scores.iter_mut().zip(&cands.items) {
-                *dst = c.score;
-            }
-            match s.score(ctx, cands, scores) {
-                Ok(()) => {
-                    for (c, &v) in cands.items.iter_mut().zip(scores.iter()) {
-                        c.score = if v.is_finite() { v } else { f32::MIN };
-                    }
-                }
-                Err(ComponentError::Unavailable(what)) => {
-                    // E.g. no ranker trained yet: expected, reported, not logged per request.
-                    tracing::debug!(scorer = s.name(), what, "scorer unavailable");
-                    degraded.push(format!("scorer:{}:unavailable", s.name()));
-                }
-                Err(e) => {
-                    tracing::warn!(scorer = s.name(), error = %e, "scorer failed");
-                    degraded.push(format!("scorer:{}:error", s.name()));
-                }
-            }
-        }
-    }
-
-    /// Source bits whose candidates are protected from the budget and the cut.
-    fn protected_mask(&self) -> u16 {
-        self.sources
-            .iter()
-            .enumerate()
-            .take(MAX_SOURCES)
-            .filter(|(_, s)| s.protected)
-            .fold(0, |m, (i, _)| m | (1 << i))
-    }
-
-    fn explain(&self, ctx: &RequestCtx, r: &Ranked) -> Vec<Reason> {
-        r.items
-            .iter()
-            .map(|c| self.explainer.explain(ctx, c, &self.sources))
-            .collect()
-    }
-
-    /// Appends popular items (through every filter) until `n` items or the list runs out.
-    fn pad_with_popular(
-        &self,
-        ctx: &RequestCtx,
-        cands: &mut Candidates,
-        removed: &mut Vec<(Idx, String, &'static str)>,
-    ) {
-        let n = ctx.query.n;
-        let mut have: Vec<Idx> = cands.items.iter().map(|c| c.item).collect();
-        have.sort_unstable();
-        let floor = cands.items.iter().map(|c| c.score).fold(0f32, f32::min) - 1.0;
-        let mut extra = Candidates {
-            items: Vec::new(),
-            features: FeatureBlock::new(self.schema.clone(), 0),
-        };
-        let mut ignored = Vec::new();
-        let chunk = 4 * n.max(16);
-        // The popular list first, in generous slices (filters may remove much of a slice for
-        // heavy users); then, if the list is exhausted or not built yet (items just added),
-        // the newest catalog entries, so a non-empty catalog never yields an empty answer.
-        let popular = ctx
-            .popular
-            .global
-            .chunks(chunk)
-            .map(|c| c.iter().map(|&(i, s)| (i, s.min(1.0))).collect::<Vec<_>>());
-        let newest_len = ctx.state.read().items.len();
-        let newest = (0..newest_len.min(FALLBACK_SCAN) as u32)
-            .map(move |k| (newest_len as u32 - 1 - k, 0.0f32))
-            .collect::<Vec<_>>();
-        let newest = newest.chunks(chunk).map(<[_]>::to_vec).collect::<Vec<_>>();
-        for slice in popular.chain(newest) {
-            extra.items.clear();
-            for (item, s) in slice {
-                if have.binary_search(&item).is_err() {
-                    let mut c = Candidate::new(item);
-                    c.score = floor - 1.0 + s * 0.5;
-                    c.placed = Placement::Fallback;
-                    extra.items.push(c);
-                }
-            }
-            extra.features = FeatureBlock::new(self.schema.clone(), extra.items.len());
-            for (row, c) in extra.items.iter_mut().enumerate() {
-                c.row = row as u32;
-            }
-            self.run_filters(ctx, &mut extra, &mut ignored, removed, false);
-            for c in extra.items.drain(..) {
-                if cands.items.len() >= n {
-                    return;
-                }
-                if let Err(p) = have.binary_search(&c.item) {
-                    have.insert(p, c.item);
-                    cands.items.push(c);
-                }
-            }
-            if cands.items.len() >= n {
-                return;
-            }
-        }
-    }
-
-    /// Last rung: the popular list through every filter.
-    fn fallback(&self, ctx: &RequestCtx) -> Ranked {
-        let mut cands = Candidates {
-            items: Vec::new(),
-            features: FeatureBlock::new(self.schema.clone(), 0),
-        };
-        let mut removed = Vec::new();
-        self.pad_with_popular(ctx, &mut cands, &mut removed);
-        let mut out = Ranked {
-            items: cands.items,
-            reasons: Vec::new(),
-            degraded: vec!["fallback:popular".into()],
-            timings: Vec::new(),
-            removed,
-            features: None,
-            trace: Vec::new(),
-        };
-        out.reasons = self.explain(ctx, &out);
-        out
-    }
-}
-
-impl From<crate::cpu::CpuError> for ComponentError {
-    fn from(e: crate::cpu::CpuError) -> Self {
-        ComponentError::Failed(e.to_string())
-    }
 }
 
 /// Waits for `dep` under `budget` through its circuit breaker: `Err("error")` if it fails,
@@ -1016,23 +534,4 @@ async fn fetch_user(
     };
     breaker.record(out.is_ok());
     out
-}
-
-/// Appends each candidate's score and rank (by score, best first) under `stage`.
-fn record_stage(items: &[Candidate], stage: &str, trace: &mut Vec<StageScore>) {
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_unstable_by(|&a, &b| {
-        items[b]
-            .score
-            .total_cmp(&items[a].score)
-            .then(items[a].item.cmp(&items[b].item))
-    });
-    let of = items.len() as u32;
-    trace.extend(order.iter().enumerate().map(|(rank, &k)| StageScore {
-        item: items[k].item,
-        stage: stage.to_string(),
-        score: items[k].score,
-        rank: rank as u32,
-        of,
-    }));
 }

@@ -7,10 +7,13 @@
 mod breaker;
 mod candidate;
 mod component;
+mod config;
 mod context;
 mod cpu;
 mod executor;
 mod faults;
+mod result;
+mod stages;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -20,9 +23,11 @@ pub use candidate::{
 };
 pub use component::{
     CandidateSource, ComponentError, Explainer, FailMode, Filter, Hydrator, Scorer, Selector,
-    SideEffect,
+    SideEffect, SourceSlot,
 };
+pub use config::{FaultsSection, PipelineSection};
 pub use context::{Env, Query, RequestContext, RequestCtx};
 pub use cpu::CpuPool;
-pub use executor::{Pipeline, PipelineResult, RankStage, Ranked, SourceSlot, StageBudgets};
+pub use executor::{Pipeline, StageBudgets};
 pub use faults::{Dependency, Fault, FaultError, Faults};
+pub use result::{PipelineResult, RankStage, Ranked};

@@ -1,52 +1,32 @@
-//! Errors of the service and their one mapping to HTTP.
+//! The one mapping of errors to HTTP: every error a handler meets becomes an [`ApiError`]
+//! (status, stable code, message, offending field) here and nowhere else.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cascade_core::FieldError;
+use cascade_runtime::RuntimeError;
 use cascade_storage::StorageError;
 use serde::Serialize;
 
-/// Start-up and serving failures (not per request).
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error("configuration error: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error("{0}")]
-    Io(String),
-    #[error("no model bundle {0}")]
-    UnknownModel(String),
-    #[error("model bundle refused: {0}")]
-    ModelRefused(String),
-    #[error("nothing to roll back to: {0} is the first bundle activated")]
-    NoRollback(String),
-    #[error("{0}")]
-    Busy(String),
-    /// The event bus did not acknowledge a write: nothing was accepted, the client retries.
-    #[error("event bus unavailable: {0}")]
-    Bus(String),
-}
-
-impl From<ServerError> for ApiError {
-    fn from(e: ServerError) -> Self {
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
         match e {
-            ServerError::UnknownModel(_) => {
+            RuntimeError::UnknownModel(_) => {
                 Self::new(StatusCode::NOT_FOUND, "unknown_model", e.to_string()).field("version")
             }
-            ServerError::ModelRefused(_) => Self::new(
+            RuntimeError::ModelRefused(_) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "model_refused",
                 e.to_string(),
             )
             .field("version"),
-            ServerError::Busy(_) => Self::new(StatusCode::CONFLICT, "busy", e.to_string()),
-            ServerError::Bus(_) => Self::new(
+            RuntimeError::Busy(_) => Self::new(StatusCode::CONFLICT, "busy", e.to_string()),
+            RuntimeError::Bus(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "bus_unavailable",
                 e.to_string(),
             ),
-            ServerError::NoRollback(_) => {
+            RuntimeError::NoRollback(_) => {
                 Self::new(StatusCode::NOT_FOUND, "no_rollback_target", e.to_string())
             }
             other => {

@@ -1,7 +1,8 @@
-//! JSON body extraction that answers bad input with a 4xx naming the field.
+//! Request extraction and checks that answer bad input with a 4xx naming the field: JSON
+//! bodies (bounded, parsed off the runtime when large) and batch sizes.
 
-use crate::api::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
@@ -26,7 +27,7 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for JsonBody<T>
                 .field("content-type"));
             }
         }
-        let limit = state.engine.config.server.max_body_bytes;
+        let limit = state.config.server.max_body_bytes;
         let body: Body = req.into_body();
         let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
             ApiError::new(
@@ -50,6 +51,49 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for JsonBody<T>
             parse::<T>(&bytes).map(JsonBody)
         }
     }
+}
+
+/// A batch (`list` names it) must hold 1..=`server.max_batch` entries: 400 when empty, 413
+/// past the limit.
+pub fn check_batch<T>(state: &AppState, list: &str, v: &[T]) -> Result<(), ApiError> {
+    let max = state.config.server.max_batch;
+    if v.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            list,
+            "batch is empty",
+        ));
+    }
+    if v.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("{} entries; at most {max} per request", v.len()),
+        )
+        .field(list));
+    }
+    Ok(())
+}
+
+/// A bad query string as a 400 naming the parameter. axum reports the serde path first
+/// (`n: invalid digit found in string`) or names an unknown parameter.
+pub fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    let msg = e.body_text();
+    let rest = msg
+        .split_once("query string: ")
+        .map_or(msg.as_str(), |(_, r)| r);
+    let ident =
+        |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let field = match rest.strip_prefix("unknown field `") {
+        Some(r) => r.split('`').next().filter(ident),
+        None => rest.split_once(": ").map(|(p, _)| p).filter(ident),
+    };
+    let code = if rest.starts_with("unknown field") {
+        "unknown_field"
+    } else {
+        "invalid_value"
+    };
+    ApiError::bad_request(code, field.unwrap_or("query"), rest)
 }
 
 /// Parses `bytes`, turning serde errors into field-named 400s.

@@ -1,39 +1,40 @@
-//! Cascade's service: typed configuration, the engine (log, state, models, pipelines, data
-//! loop) and the HTTP API v1 with its one error-to-HTTP mapping.
+//! Cascade's HTTP API v1: one module per resource, auth, request extraction, the one
+//! error-to-HTTP mapping, the OpenAPI document, and the top-level configuration that composes
+//! every crate's section with this layer's own.
 
-pub mod api;
-pub mod backfill;
+mod auth;
 pub mod config;
-pub mod engine;
 pub mod error;
-pub mod experiments;
 mod extract;
-pub mod gate;
-pub mod lifecycle;
 mod observe;
-pub mod ranker;
-pub mod training;
+pub mod resources;
+pub mod router;
+pub mod state;
 
-pub use config::Config;
-pub use engine::Engine;
-pub use error::{ApiError, ServerError};
+pub use cascade_runtime::{Engine, RuntimeError};
+pub use config::{AuthSection, Config, ServerSection};
+pub use error::ApiError;
 
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Serves `engine` on `listener` until `shutdown` resolves, then drains in-flight requests.
-/// The engine stays open (the caller closes it), so tests can restart servers over it.
-pub async fn serve(
+/// Serves `engine` on `listener` under `config`'s HTTP sections until `shutdown` resolves,
+/// then drains in-flight requests. The engine stays open (the caller closes it), so tests can
+/// restart servers over it. The configuration is copied: the future borrows nothing.
+pub fn serve(
     engine: Arc<Engine>,
+    config: &Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    let app = api::router(engine);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| ServerError::Io(format!("http server: {e}")))
+) -> impl Future<Output = Result<(), RuntimeError>> + Send + 'static {
+    let app = router::router(engine, Arc::new(config.clone()));
+    async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| RuntimeError::Io(format!("http server: {e}")))
+    }
 }
 
 /// Opens the data dir named in `config` (replaying the log), serves on `listener` until
@@ -42,9 +43,9 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    let engine = Engine::open_async(config).await?;
-    let served = serve(engine.clone(), listener, shutdown).await;
+) -> Result<(), RuntimeError> {
+    let engine = Engine::open_async(config.clone()).await?;
+    let served = serve(engine.clone(), &config, listener, shutdown).await;
     engine.close().await;
     served
 }

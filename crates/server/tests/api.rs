@@ -14,25 +14,22 @@ struct TestServer {
 
 impl TestServer {
     async fn start(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Self {
-        let mut cfg = Config {
-            data_dir: dir.to_path_buf(),
-            ..Default::default()
-        };
+        let mut cfg = Config::default();
+        cfg.data_dir = dir.to_path_buf();
         cfg.models.popular_refresh_ms = 50;
         tweak(&mut cfg);
-        let engine = Engine::open_async(cfg).await.expect("engine");
+        let engine = Engine::open_async(cfg.clone()).await.expect("engine");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let e = engine.clone();
+        let serving = cascade_server::serve(e, &cfg, listener, async {
+            let _ = rx.await;
+        });
         let task = tokio::spawn(async move {
-            cascade_server::serve(e, listener, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("serve");
+            serving.await.expect("serve");
         });
         Self {
             base,
@@ -1019,7 +1016,7 @@ async fn editorial_lists_are_admin_managed_time_boxed_and_durable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_item_added_after_training_is_searchable_without_a_retrain() {
-    use cascade_server::config::{SourceConfig, SourceKind, SurfaceConfig};
+    use cascade_surfaces::{SourceConfig, SourceKind, SurfaceConfig};
     let tmp = tempfile::tempdir().expect("tmp");
     let s = TestServer::start(tmp.path(), |c| {
         // The test steps the fold-in itself.
@@ -1069,18 +1066,16 @@ async fn an_item_added_after_training_is_searchable_without_a_retrain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trained_bundle_is_what_the_restarted_server_serves() {
-    use cascade_server::training::{TrainOptions, train};
+    use cascade_training::{TrainOptions, train};
     let tmp = tempfile::tempdir().expect("tmp");
     let s = TestServer::start(tmp.path(), |_| {}).await;
     seed_world(&s).await;
     s.stop().await;
     // `cascade train` on the stopped server's data dir.
-    let cfg = Config {
-        data_dir: tmp.path().to_path_buf(),
-        ..Default::default()
-    };
+    let mut cfg = Config::default();
+    cfg.data_dir = tmp.path().to_path_buf();
     let manifest = tokio::task::spawn_blocking(move || {
-        let r = cascade_server::engine::replay(&cfg).expect("replay");
+        let r = cascade_runtime::replay(&cfg).expect("replay");
         let opts = TrainOptions { holdout_users: 5 };
         let mut b = train(&r.state, &cfg, &opts, &|_, _, _| {});
         b.save(&cascade_index::bundle::models_dir(&cfg.data_dir))
@@ -1733,13 +1728,9 @@ async fn overload_is_shed_with_503_and_served_requests_stay_inside_the_deadline(
 
 /// Trains a bundle from the server's current state and saves it to the registry.
 fn save_bundle(s: &TestServer, ranker: Option<cascade_gbdt::Model>) -> String {
-    let opts = cascade_server::training::TrainOptions { holdout_users: 0 };
-    let mut b = cascade_server::training::train(
-        &s.engine.env.state,
-        &s.engine.config,
-        &opts,
-        &|_, _, _| {},
-    );
+    let opts = cascade_training::TrainOptions { holdout_users: 0 };
+    let mut b =
+        cascade_training::train(&s.engine.env.state, &s.engine.config, &opts, &|_, _, _| {});
     b.ranker = ranker;
     let dir = cascade_index::bundle::models_dir(&s.engine.config.data_dir);
     let path = b.save(&dir).expect("save");
@@ -1947,19 +1938,19 @@ async fn bundles_hot_swap_under_load_and_bad_ones_are_refused() {
 
 fn experiment_config(c: &mut Config) {
     c.models.ranker.enabled = false;
-    c.experiments = vec![cascade_server::config::ExperimentConfig {
+    c.experiments = vec![cascade_runtime::ExperimentConfig {
         name: "feedlike".into(),
         surface: "home".into(),
         salt: None,
         holdout: 0.1,
         arms: vec![
-            cascade_server::config::ArmConfig {
+            cascade_runtime::ArmConfig {
                 name: "control".into(),
                 weight: 1.0,
                 pipeline: None,
                 model: None,
             },
-            cascade_server::config::ArmConfig {
+            cascade_runtime::ArmConfig {
                 name: "treatment".into(),
                 weight: 1.0,
                 pipeline: Some("feed".into()),

@@ -1,0 +1,13 @@
+//! One module per resource of the API: its request and response types, its handlers and its
+//! routes. The router puts each resource's routes in their access group.
+
+pub mod editorial;
+pub mod events;
+pub mod experiments;
+pub mod faults;
+pub mod health;
+pub mod items;
+pub mod models;
+pub mod recommendations;
+pub mod similar;
+pub mod users;

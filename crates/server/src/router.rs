@@ -1,0 +1,131 @@
+//! The router: every resource's routes in its access group (auth first, then the group's
+//! in-flight limit), metrics, panic handling, fallbacks and `/openapi.json`.
+
+use crate::auth::{Role, require};
+use crate::config::Config;
+use crate::error::{ApiError, ErrorBody};
+use crate::observe;
+use crate::resources::{
+    editorial, events, experiments, faults, health, items, models, recommendations, similar, users,
+};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use cascade_runtime::Engine;
+use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+/// Sheds load: a request that finds its route group's permits all taken gets 503 with
+/// `Retry-After` at once, instead of queueing into a timeout.
+async fn shed(
+    State(limit): State<Arc<tokio::sync::Semaphore>>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match limit.try_acquire() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => {
+            metrics::counter!("cascade_shed_total").increment(1);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many requests in flight; retry shortly",
+            )
+            .into_response()
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Cascade", description = "Recommendation engine API v1"),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// Builds the router with every v1 route, auth, metrics, and `/openapi.json`.
+pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
+    let _ = observe::prometheus();
+    let limit = config.server.max_inflight;
+    let sem = || Arc::new(tokio::sync::Semaphore::new(limit));
+    let (read_limit, write_limit, admin_limit) = (sem(), sem(), sem());
+    let state = AppState {
+        engine,
+        config,
+        reads: read_limit.clone(),
+    };
+    // Auth first (outermost), then the in-flight limit: a refused key costs no permit.
+    let reads = OpenApiRouter::new()
+        .merge(recommendations::routes())
+        .merge(similar::routes())
+        .route_layer(middleware::from_fn_with_state(read_limit, shed))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Role::Read),
+            require,
+        ));
+    let writes = OpenApiRouter::new()
+        .merge(items::routes())
+        .merge(users::routes())
+        .merge(events::routes())
+        .route_layer(middleware::from_fn_with_state(write_limit, shed))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Role::Write),
+            require,
+        ));
+    let admin = OpenApiRouter::new()
+        .merge(editorial::routes())
+        .merge(faults::routes())
+        .merge(models::routes())
+        .merge(experiments::routes())
+        .route_layer(middleware::from_fn_with_state(admin_limit, shed))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Role::Admin),
+            require,
+        ));
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(reads)
+        .merge(writes)
+        .merge(admin)
+        .merge(health::routes())
+        .split_for_parts();
+    let api = Arc::new(api);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let api = api.clone();
+                async move { Json(api.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").field("path")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+            .field("method")
+        })
+        .layer(middleware::from_fn(observe::track))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .with_state(state)
+}
+
+/// A handler panic becomes a JSON 500; the panic text goes to the log, never to the client.
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let msg = err
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| err.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %msg, "request handler panicked");
+    ApiError::internal("internal error").into_response()
+}
