@@ -325,18 +325,29 @@ pub fn run(args: AnnArgs) -> anyhow::Result<()> {
             }
             #[cfg(feature = "usearch")]
             "usearch" => usearch_run(
-                &base,
-                dim,
-                &args,
+                &PeerRun {
+                    base: &base,
+                    dim,
+                    args: &args,
+                    queries: &queries,
+                    truth: &truth,
+                    efs: &efs,
+                    t,
+                    rss0,
+                },
                 quantization,
-                &queries,
-                &truth,
-                &efs,
-                t,
-                rss0,
             )?,
             #[cfg(feature = "hnsw-rs")]
-            "hnsw_rs" => hnsw_rs_run(&base, dim, &args, &queries, &truth, &efs, t, rss0)?,
+            "hnsw_rs" => hnsw_rs_run(&PeerRun {
+                base: &base,
+                dim,
+                args: &args,
+                queries: &queries,
+                truth: &truth,
+                efs: &efs,
+                t,
+                rss0,
+            })?,
             _ => bail!("engine {engine} is not built in"),
         };
         let r = Report {
@@ -400,18 +411,51 @@ impl anndists::dist::Distance<f32> for ShiftedDot {
     }
 }
 
-#[cfg(feature = "hnsw-rs")]
-#[allow(clippy::too_many_arguments)]
-fn hnsw_rs_run(
-    base: &[f32],
+/// What a peer engine's run is given: the vectors, the queries with their exact answers, the
+/// `ef` values to sweep, when the build started and the resident memory before it.
+#[cfg(any(feature = "hnsw-rs", feature = "usearch"))]
+struct PeerRun<'a> {
+    base: &'a [f32],
     dim: usize,
-    args: &AnnArgs,
-    queries: &[f32],
-    truth: &[Vec<Idx>],
-    efs: &[usize],
+    args: &'a AnnArgs,
+    queries: &'a [f32],
+    truth: &'a [Vec<Idx>],
+    efs: &'a [usize],
     t: Instant,
     rss0: usize,
-) -> anyhow::Result<(usize, usize, f64, Vec<Point>)> {
+}
+
+#[cfg(any(feature = "hnsw-rs", feature = "usearch"))]
+impl<'a> PeerRun<'a> {
+    #[allow(clippy::type_complexity)] // the run's inputs, unpacked where they are used
+    fn parts(
+        &self,
+    ) -> (
+        &'a [f32],
+        usize,
+        &'a AnnArgs,
+        &'a [f32],
+        &'a [Vec<Idx>],
+        &'a [usize],
+        Instant,
+        usize,
+    ) {
+        (
+            self.base,
+            self.dim,
+            self.args,
+            self.queries,
+            self.truth,
+            self.efs,
+            self.t,
+            self.rss0,
+        )
+    }
+}
+
+#[cfg(feature = "hnsw-rs")]
+fn hnsw_rs_run(run: &PeerRun<'_>) -> anyhow::Result<(usize, usize, f64, Vec<Point>)> {
+    let (base, dim, args, queries, truth, efs, t, rss0) = run.parts();
     let max_norm = base
         .par_chunks_exact(dim)
         .chain(queries.par_chunks_exact(dim))
@@ -447,18 +491,11 @@ fn hnsw_rs_run(
 
 /// usearch (C++ through cxx), as serving used it before the index in `cascade_index::hnsw`.
 #[cfg(feature = "usearch")]
-#[allow(clippy::too_many_arguments)]
 fn usearch_run(
-    base: &[f32],
-    dim: usize,
-    args: &AnnArgs,
+    run: &PeerRun<'_>,
     quantization: Quantization,
-    queries: &[f32],
-    truth: &[Vec<Idx>],
-    efs: &[usize],
-    t: Instant,
-    rss0: usize,
 ) -> anyhow::Result<(usize, usize, f64, Vec<Point>)> {
+    let (base, dim, args, queries, truth, efs, t, rss0) = run.parts();
     use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
     let threads = rayon::current_num_threads();
     let index = Index::new(&IndexOptions {

@@ -2,6 +2,7 @@
 //! a like changes the user's next recommendations (the liked item's neighbours appear), a
 //! hide removes the item — measured over many trials, p50/p99.
 
+use crate::serve::start;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use rand::seq::IndexedRandom;
@@ -74,30 +75,6 @@ pub fn run(args: FreshArgs) -> anyhow::Result<()> {
         }
         out
     })
-}
-
-type Started = (
-    std::sync::Arc<cascade_server::Engine>,
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), cascade_server::RuntimeError>>,
-);
-
-/// Opens an engine and serves it on a free port.
-async fn start(cfg: cascade_server::Config) -> anyhow::Result<Started> {
-    let engine = cascade_server::Engine::open_async(cfg.clone()).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cascade_server::serve(
-        engine.clone(),
-        &cfg,
-        listener,
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
-    Ok((engine, base, stop_tx, server))
 }
 
 /// The user's `home` list (`n` items): each item's id, the seed item that led to it (with

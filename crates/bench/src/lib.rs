@@ -8,6 +8,7 @@ pub mod freshness;
 pub mod load;
 pub mod memory;
 pub mod rank;
+pub mod serve;
 
 use anyhow::Context;
 

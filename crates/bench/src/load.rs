@@ -99,19 +99,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 async fn run_async(args: BenchArgs, dir: PathBuf) -> anyhow::Result<()> {
     let mut cfg = cascade_server::Config::load(None)?;
     cfg.data_dir = dir;
-    let engine = cascade_server::Engine::open_async(cfg.clone()).await?;
+    let (engine, base, stop_tx, server) = crate::serve::start(cfg.clone()).await?;
     let world_events = engine.env.state.stats().events;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cascade_server::serve(
-        engine.clone(),
-        &cfg,
-        listener,
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;

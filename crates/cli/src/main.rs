@@ -275,19 +275,12 @@ fn main() -> anyhow::Result<()> {
         } => {
             let cfg = Config::load(config.as_deref())?;
             let rt = runtime()?;
-            rt.block_on(async {
-                let state = std::sync::Arc::new(cascade_features::State::new(Default::default()));
-                let store =
-                    cascade_scaleout::RedisStore::connect(cfg.storage.redis.clone(), state).await?;
-                let keys = store.clear().await?;
-                let bus = cascade_scaleout::NatsBus::connect(cfg.bus.nats.clone()).await?;
-                bus.delete_stream().await?;
-                println!(
-                    "deleted {keys} keys under {} and stream {}",
-                    cfg.storage.redis.prefix, cfg.bus.nats.stream
-                );
-                anyhow::Ok(())
-            })
+            let keys = rt.block_on(cascade_runtime::backfill::drop_deployment(&cfg))?;
+            println!(
+                "deleted {keys} keys under {} and stream {}",
+                cfg.storage.redis.prefix, cfg.bus.nats.stream
+            );
+            Ok(())
         }
     }
 }

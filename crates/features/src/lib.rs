@@ -4,8 +4,11 @@
 //! `cascade-storage`), so replay rebuilds it exactly. Reads take a short read lock and copy
 //! out what a request needs; no lock is ever held across an `.await`.
 
+mod apply;
 pub mod config;
 pub mod experiments;
+mod memory;
+mod records;
 pub mod schema;
 pub mod snapshot;
 pub mod state;

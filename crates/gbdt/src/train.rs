@@ -1,6 +1,7 @@
 //! Histogram GBDT training with the LambdaMART objective (LightGBM's lambdarank):
 //! quantile bins per feature, leaf-wise growth, histogram subtraction, rayon over features
-//! and lists.
+//! and lists. One file because binning, histograms, split search and the lambda gradients
+//! share the training buffers and their layout; splitting them would only spread one loop.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -3,6 +3,8 @@
 //! item indices, so no key map), a visited-tag pool instead of hash sets, hnswlib's neighbour
 //! heuristic. Written here because on the same vectors it measured faster than usearch and
 //! hnsw_rs, and than hnswlib itself (see ARCHITECTURE.md and docs/benchmarks.md), in safe Rust.
+//! One file because it is one data structure: the link layout, the int8 codes, the visited
+//! bitset and the overlapped loads are invariants that every build and search function shares.
 //!
 //! Queries walk the graph on int8 codes of the vectors (one cache line per 64 dimensions, a
 //! scale per vector) and re-score the final beam with the stored vectors, so results carry

@@ -1,5 +1,6 @@
 //! The executor's guarantees: concurrent sources under deadlines, merge and budget,
-//! fail-open / fail-closed, and the popular fallback.
+//! fail-open / fail-closed, and the popular fallback. One file: the executor's contract, read
+//! rung by rung, over one small world.
 
 use async_trait::async_trait;
 use cascade_core::{Event, EventKind, Item, Mutation, Target, TimeInput};

@@ -5,6 +5,7 @@ mod attribution;
 mod blend;
 mod gbdt;
 pub mod hydrate;
+mod schema;
 
 pub use attribution::{Attribution, attributions};
 pub use blend::{BlendConfig, BlendScorer};

@@ -1,6 +1,7 @@
-//! Materializes the online feature store from a data dir's log: the one-off job that seeds
-//! Redis with the history a deployment had before it moved to the bus (afterwards the
-//! feature updaters keep it current).
+//! Scale-out maintenance: the backfill that materializes the online feature store from a data
+//! dir's log (the one-off job that seeds Redis with the history a deployment had before it
+//! moved to the bus; afterwards the feature updaters keep it current), and the drop that
+//! decommissions a deployment's Redis keys and JetStream stream.
 
 use crate::config::EngineConfig;
 use crate::error::RuntimeError;
@@ -53,4 +54,22 @@ pub async fn backfill(config: &EngineConfig, batch: usize) -> Result<Backfilled,
         out.batches += 1;
     }
     Ok(out)
+}
+
+/// Deletes every Redis key under `config.storage.redis`'s prefix and the configured
+/// JetStream stream (with its consumers); returns how many keys went.
+pub async fn drop_deployment(config: &EngineConfig) -> Result<usize, RuntimeError> {
+    let io = |e: cascade_scaleout::ScaleoutError| RuntimeError::Io(e.to_string());
+    let state = Arc::new(cascade_features::State::new(Default::default()));
+    let store = cascade_scaleout::RedisStore::connect(config.storage.redis.clone(), state)
+        .await
+        .map_err(io)?;
+    let keys = store.clear().await.map_err(io)?;
+    let bus = cascade_scaleout::NatsBus::connect(config.bus.nats.clone())
+        .await
+        .map_err(|e| RuntimeError::Bus(e.to_string()))?;
+    bus.delete_stream()
+        .await
+        .map_err(|e| RuntimeError::Bus(e.to_string()))?;
+    Ok(keys)
 }

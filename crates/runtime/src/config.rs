@@ -5,7 +5,7 @@
 use cascade_features::FeaturesSection;
 use cascade_pipeline::{FaultsSection, PipelineSection};
 use cascade_surfaces::Surfaces;
-use cascade_training::{ModelsSection, TrainConfig};
+use cascade_training::ModelsSection;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -45,19 +45,7 @@ impl Default for EngineConfig {
     }
 }
 
-impl TrainConfig for EngineConfig {
-    fn features(&self) -> &FeaturesSection {
-        &self.features
-    }
-
-    fn models(&self) -> &ModelsSection {
-        &self.models
-    }
-
-    fn surfaces(&self) -> &Surfaces {
-        &self.surfaces
-    }
-}
+cascade_training::impl_train_config!(EngineConfig);
 
 /// An experiment: users of `surface` are assigned to arms by hashing `salt` + user id (sticky,
 /// deterministic); a `holdout` share always gets the baseline (the surface's popular list).

@@ -54,19 +54,7 @@ impl From<Config> for EngineConfig {
     }
 }
 
-impl cascade_training::TrainConfig for Config {
-    fn features(&self) -> &cascade_features::FeaturesSection {
-        &self.engine.features
-    }
-
-    fn models(&self) -> &cascade_training::ModelsSection {
-        &self.engine.models
-    }
-
-    fn surfaces(&self) -> &cascade_surfaces::Surfaces {
-        &self.engine.surfaces
-    }
-}
+cascade_training::impl_train_config!(Config, engine);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -140,6 +128,13 @@ fn section_of(key: &str) -> &str {
 }
 
 impl Config {
+    /// The built-in defaults over `data_dir`.
+    pub fn with_data_dir(data_dir: impl Into<std::path::PathBuf>) -> Self {
+        let mut c = Self::default();
+        c.engine.data_dir = data_dir.into();
+        c
+    }
+
     /// Defaults, then the TOML file (if any), then `CASCADE_*` variables
     /// (`CASCADE_SERVER__ADDR=0.0.0.0:8080`, `CASCADE_STORAGE__FSYNC=false`, ...).
     pub fn load(file: Option<&Path>) -> Result<Self, RuntimeError> {
@@ -268,9 +263,24 @@ mod tests {
         figment::Jail::expect_with(|_jail| {
             let dir = tempfile::tempdir().expect("tmp");
             let f = dir.path().join("c.toml");
-            std::fs::write(&f, "[server]\nadress = \"x\"\n").expect("write");
-            let err = Config::load(Some(&f)).expect_err("must reject");
-            assert!(err.to_string().contains("adress"), "{err}");
+            // In this layer's own section, in an engine section (flattened in), at the top
+            // level, and in a surface.
+            for (toml, key) in [
+                ("[server]\nadress = \"x\"\n", "adress"),
+                ("[storage]\nfsynk = false\n", "fsynk"),
+                ("[models.ranker.gbdt]\ntrees_ = 3\n", "trees_"),
+                ("datadir = \"x\"\n", "datadir"),
+                ("[surface.home]\nbudget_ms = 5\n", "surface"),
+                ("[surfaces.home]\nbudget = 5\n", "budget"),
+            ] {
+                std::fs::write(&f, toml).expect("write");
+                let err = Config::load(Some(&f)).expect_err("must reject").to_string();
+                assert!(err.contains(key), "{toml}: {err}");
+            }
+            // Known keys of the flattened sections still load.
+            std::fs::write(&f, "data_dir = \"d\"\n[storage]\nfsync = false\n").expect("write");
+            let c = Config::load(Some(&f)).expect("valid");
+            assert!(!c.storage.fsync && c.data_dir == Path::new("d"));
             Ok(())
         });
     }

@@ -1,9 +1,10 @@
 //! The training sections (`[models]` with its `ranker` and `gate` tables) and the view of the
 //! configuration that training reads ([`TrainConfig`]): features, models and surfaces.
 
-use cascade_features::FeaturesSection;
+pub use cascade_features::FeaturesSection;
 use cascade_index::{AlsConfig, AnnConfig, CoVisConfig};
-use cascade_surfaces::{SurfaceConfig, Surfaces};
+use cascade_surfaces::SurfaceConfig;
+pub use cascade_surfaces::Surfaces;
 use serde::{Deserialize, Serialize};
 
 /// What training reads of the configuration: the runtime's composed config implements it,
@@ -39,23 +40,29 @@ impl Default for TrainSettings {
     }
 }
 
-impl TrainConfig for TrainSettings {
-    fn features(&self) -> &FeaturesSection {
-        &self.features
-    }
+crate::impl_train_config!(TrainSettings);
 
-    fn models(&self) -> &ModelsSection {
-        &self.models
-    }
+/// Implements [`TrainConfig`] for a configuration type with `features`, `models` and
+/// `surfaces` fields, or with them under one field (`impl_train_config!(Config, engine)`).
+#[macro_export]
+macro_rules! impl_train_config {
+    ($t:ty $(, $via:ident)?) => {
+        impl $crate::TrainConfig for $t {
+            fn features(&self) -> &$crate::config::FeaturesSection {
+                &self$(.$via)?.features
+            }
 
-    fn surfaces(&self) -> &Surfaces {
-        &self.surfaces
-    }
+            fn models(&self) -> &$crate::ModelsSection {
+                &self$(.$via)?.models
+            }
+
+            fn surfaces(&self) -> &$crate::config::Surfaces {
+                &self$(.$via)?.surfaces
+            }
+        }
+    };
 }
 
-/// `cascade train` compares its candidate with the active bundle on the newest
-/// `window_fraction` of engagements (the candidate retrained without them) and promotes it only
-/// if its NDCG@10 there is at most `tolerance` (relative) below the active one's.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GateSection {

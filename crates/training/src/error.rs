@@ -8,6 +8,9 @@ pub enum TrainingError {
     Config(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A bundle could not be read or written.
+    #[error(transparent)]
+    Bundle(#[from] cascade_index::bundle::BundleError),
     #[error("{0}")]
     Io(String),
 }

@@ -47,7 +47,7 @@ pub fn train_and_save(
         ranker::add_to_bundle(&mut bundle, config, model, metrics);
     }
     // The promotion gate: against the active bundle, on a window neither trained on.
-    let active = Bundle::current(models_dir).map_err(|e| TrainingError::Io(e.to_string()))?;
+    let active = Bundle::current(models_dir)?;
     let mut promoted = true;
     let mut gate_skipped = None;
     if let Some(active) = active.filter(|_| config.models().gate.enabled && !opts.force) {
@@ -63,9 +63,7 @@ pub fn train_and_save(
             Err(e) => gate_skipped = Some(e.to_string()),
         }
     }
-    let path = bundle
-        .save_as(models_dir, promoted)
-        .map_err(|e| TrainingError::Io(e.to_string()))?;
+    let path = bundle.save_as(models_dir, promoted)?;
     Ok(RunOutcome {
         bundle,
         path,

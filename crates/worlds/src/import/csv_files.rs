@@ -171,13 +171,7 @@ pub(crate) const ITEM_COLUMNS: [&str; 8] = [
     "mature",
 ];
 
-pub(crate) fn csv_items(
-    file: &Path,
-    pb: &ProgressBar,
-    now: Millis,
-    out: &mut Batcher<'_>,
-) -> anyhow::Result<()> {
-    let mut r = Csv::open(file, pb)?;
+pub(crate) fn csv_items(mut r: Csv, now: Millis, out: &mut Batcher<'_>) -> anyhow::Result<()> {
     let id = Some(r.require(&["id"])?);
     let [_, title, categories, tags, creator, created, hidden, mature] =
         ITEM_COLUMNS.map(|c| r.column(&[c]));
@@ -194,18 +188,13 @@ pub(crate) fn csv_items(
             hidden: r.flag(hidden, line, "hidden")?,
             mature: r.flag(mature, line, "mature")?,
         };
-        item.validate(now).map_err(|e| invalid(file, line, &e))?;
+        item.validate(now).map_err(|e| invalid(&r.file, line, &e))?;
         out.item(item)?;
     }
     Ok(())
 }
 
-pub(crate) fn csv_users(
-    file: &Path,
-    pb: &ProgressBar,
-    out: &mut Batcher<'_>,
-) -> anyhow::Result<()> {
-    let mut r = Csv::open(file, pb)?;
+pub(crate) fn csv_users(mut r: Csv, out: &mut Batcher<'_>) -> anyhow::Result<()> {
     let id = Some(r.require(&["id"])?);
     let follows = r.column(&["follows"]);
     let extra = r.others(&["id", "follows"]);
@@ -215,7 +204,7 @@ pub(crate) fn csv_users(
             attributes: r.attributes(&extra),
             follows: split_list(r.cell(follows)),
         };
-        user.validate().map_err(|e| invalid(file, line, &e))?;
+        user.validate().map_err(|e| invalid(&r.file, line, &e))?;
         out.user(user)?;
     }
     Ok(())
@@ -234,17 +223,11 @@ pub(crate) const EVENT_COLUMNS: [&str; 10] = [
     "position",
 ];
 
-pub(crate) fn csv_events(
-    file: &Path,
-    pb: &ProgressBar,
-    now: Millis,
-    out: &mut Batcher<'_>,
-) -> anyhow::Result<()> {
-    let mut r = Csv::open(file, pb)?;
+pub(crate) fn csv_events(mut r: Csv, now: Millis, out: &mut Batcher<'_>) -> anyhow::Result<()> {
     if let Some((_, name)) = r.others(&EVENT_COLUMNS).first() {
         bail!(
             "{}: unknown column `{name}` (known: {})",
-            file.display(),
+            r.file.display(),
             EVENT_COLUMNS.join(", ")
         );
     }
@@ -265,10 +248,10 @@ pub(crate) fn csv_events(
     while let Some(line) = r.next_record()? {
         let kind_s = r.cell(kind_col);
         if kind_s.is_empty() {
-            return Err(bad_field(file, line, "type", "is empty"));
+            return Err(bad_field(&r.file, line, "type", "is empty"));
         }
         let kind: EventKind = serde_json::from_value(Value::String(kind_s.to_string()))
-            .map_err(|e| bad_field(file, line, "type", e))?;
+            .map_err(|e| bad_field(&r.file, line, "type", e))?;
         let e = EventIn {
             kind,
             user_id: r.cell(user).to_string(),
@@ -283,7 +266,7 @@ pub(crate) fn csv_events(
             propensity: None,
             experiment: None,
         };
-        let event = e.into_event(now).map_err(|e| invalid(file, line, &e))?;
+        let event = e.into_event(now).map_err(|e| invalid(&r.file, line, &e))?;
         out.event(event)?;
     }
     Ok(())

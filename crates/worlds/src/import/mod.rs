@@ -111,12 +111,12 @@ pub fn import(
     for (kind, file) in files.iter().enumerate() {
         let Some(file) = file else { continue };
         match (format, kind) {
-            (Format::Movielens, 0) => movielens_items(file, &pb, now, &mut out)?,
-            (Format::Movielens, 1) => movielens_users(file, &pb, &mut out)?,
-            (Format::Movielens, _) => movielens_ratings(file, &pb, now, &mut out)?,
-            (Format::Csv, 0) => csv_items(file, &pb, now, &mut out)?,
-            (Format::Csv, 1) => csv_users(file, &pb, &mut out)?,
-            (Format::Csv, _) => csv_events(file, &pb, now, &mut out)?,
+            (Format::Movielens, 0) => movielens_items(Csv::open(file, &pb)?, now, &mut out)?,
+            (Format::Movielens, 1) => movielens_users(Csv::open(file, &pb)?, &mut out)?,
+            (Format::Movielens, _) => movielens_ratings(Csv::open(file, &pb)?, now, &mut out)?,
+            (Format::Csv, 0) => csv_items(Csv::open(file, &pb)?, now, &mut out)?,
+            (Format::Csv, 1) => csv_users(Csv::open(file, &pb)?, &mut out)?,
+            (Format::Csv, _) => csv_events(Csv::open(file, &pb)?, now, &mut out)?,
             (Format::Jsonl, 0) => read_jsonl(file, &pb, |mut item: Item, line| {
                 item.validate(now).map_err(|e| invalid(file, line, &e))?;
                 out.item(item)

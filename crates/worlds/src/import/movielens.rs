@@ -3,24 +3,19 @@
 use super::csv_files::*;
 use super::plumbing::*;
 use cascade_core::{EventIn, EventKind, Item, Millis, TimeInput, User};
-use indicatif::ProgressBar;
 use serde_json::{Map, Value};
 
-use std::path::Path;
-
 pub(crate) fn movielens_items(
-    file: &Path,
-    pb: &ProgressBar,
+    mut r: Csv,
     now: Millis,
     out: &mut Batcher<'_>,
 ) -> anyhow::Result<()> {
-    let mut r = Csv::open(file, pb)?;
     let id = Some(r.require(&["item_id", "movieId", "movie_id"])?);
     let title_col = r.column(&["title"]);
     let genres = r.column(&["genres", "genre"]);
     while let Some(line) = r.next_record()? {
         let mut item = movielens_item(r.cell(id), r.cell(title_col), r.cell(genres));
-        item.validate(now).map_err(|e| invalid(file, line, &e))?;
+        item.validate(now).map_err(|e| invalid(&r.file, line, &e))?;
         out.item(item)?;
     }
     Ok(())
@@ -38,12 +33,7 @@ pub(crate) fn title_year(title: &str) -> Option<i64> {
     }
 }
 
-pub(crate) fn movielens_users(
-    file: &Path,
-    pb: &ProgressBar,
-    out: &mut Batcher<'_>,
-) -> anyhow::Result<()> {
-    let mut r = Csv::open(file, pb)?;
+pub(crate) fn movielens_users(mut r: Csv, out: &mut Batcher<'_>) -> anyhow::Result<()> {
     let id = Some(r.require(&["user_id", "userId"])?);
     let cols = [
         ("gender", r.column(&["gender"])),
@@ -70,32 +60,30 @@ pub(crate) fn movielens_users(
             attributes,
             follows: Vec::new(),
         };
-        user.validate().map_err(|e| invalid(file, line, &e))?;
+        user.validate().map_err(|e| invalid(&r.file, line, &e))?;
         out.user(user)?;
     }
     Ok(())
 }
 
 pub(crate) fn movielens_ratings(
-    file: &Path,
-    pb: &ProgressBar,
+    mut r: Csv,
     now: Millis,
     out: &mut Batcher<'_>,
 ) -> anyhow::Result<()> {
-    let mut r = Csv::open(file, pb)?;
     let user = Some(r.require(&["user_id", "userId"])?);
     let item = Some(r.require(&["item_id", "movieId", "movie_id"])?);
     let rating = Some(r.require(&["rating"])?);
     let ts = Some(r.require(&["timestamp"])?);
     while let Some(line) = r.next_record()? {
         let Some(stars) = r.parse::<f64>(rating, line, "rating")? else {
-            return Err(bad_field(file, line, "rating", "is empty"));
+            return Err(bad_field(&r.file, line, "rating", "is empty"));
         };
         let Some(at) = r.time(ts, line, "timestamp")? else {
-            return Err(bad_field(file, line, "timestamp", "is empty"));
+            return Err(bad_field(&r.file, line, "timestamp", "is empty"));
         };
         let e = rating_event(r.cell(user), r.cell(item), stars, at);
-        let event = e.into_event(now).map_err(|e| invalid(file, line, &e))?;
+        let event = e.into_event(now).map_err(|e| invalid(&r.file, line, &e))?;
         out.event(event)?;
     }
     Ok(())
