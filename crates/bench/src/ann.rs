@@ -277,6 +277,17 @@ pub fn run(args: AnnArgs) -> anyhow::Result<()> {
         let t = Instant::now();
         let threads = rayon::current_num_threads();
         eprintln!("{engine}: building over {threads} threads...");
+        #[cfg(any(feature = "hnsw-rs", feature = "usearch"))]
+        let peer = PeerRun {
+            base: &base,
+            dim,
+            args: &args,
+            queries: &queries,
+            truth: &truth,
+            efs: &efs,
+            t,
+            rss0,
+        };
         let (index_bytes, rss_growth, build_s, points) = match engine {
             "cascade" => {
                 let cfg = AnnConfig {
@@ -324,30 +335,9 @@ pub fn run(args: AnnArgs) -> anyhow::Result<()> {
                 (bytes, rss_growth, build_s, points)
             }
             #[cfg(feature = "usearch")]
-            "usearch" => usearch_run(
-                &PeerRun {
-                    base: &base,
-                    dim,
-                    args: &args,
-                    queries: &queries,
-                    truth: &truth,
-                    efs: &efs,
-                    t,
-                    rss0,
-                },
-                quantization,
-            )?,
+            "usearch" => usearch_run(&peer, quantization)?,
             #[cfg(feature = "hnsw-rs")]
-            "hnsw_rs" => hnsw_rs_run(&PeerRun {
-                base: &base,
-                dim,
-                args: &args,
-                queries: &queries,
-                truth: &truth,
-                efs: &efs,
-                t,
-                rss0,
-            })?,
+            "hnsw_rs" => hnsw_rs_run(&peer)?,
             _ => bail!("engine {engine} is not built in"),
         };
         let r = Report {

@@ -9,6 +9,7 @@ pub mod load;
 pub mod memory;
 pub mod rank;
 pub mod serve;
+pub mod suggest;
 
 use anyhow::Context;
 

@@ -10,7 +10,7 @@ mod train;
 use anyhow::Context;
 use args::{DataDirArgs, WorldArgs};
 use cascade_bench::{ann as bench_ann, eval, freshness as bench_fresh, load as bench};
-use cascade_bench::{memory as bench_mem, rank as bench_rank, runtime};
+use cascade_bench::{memory as bench_mem, rank as bench_rank, runtime, suggest as bench_suggest};
 use cascade_server::Config;
 use cascade_worlds::{generate, import, store};
 use clap::{Parser, Subcommand};
@@ -142,6 +142,9 @@ enum BenchKind {
     Freshness(bench_fresh::FreshArgs),
     /// The embedded state's memory for a synthetic world, by part, against a budget.
     Memory(bench_mem::MemArgs),
+    /// The suggestion index: build, bytes per key and latency on a generated catalog, or
+    /// client-side latency over HTTP on a data dir.
+    Suggest(bench_suggest::SuggestArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -230,6 +233,10 @@ fn main() -> anyhow::Result<()> {
             what: Some(BenchKind::Memory(a)),
             ..
         } => bench_mem::run(a),
+        Command::Bench {
+            what: Some(BenchKind::Suggest(a)),
+            ..
+        } => bench_suggest::run(a),
         Command::Bench { what: None, args } => bench::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Models(args) => models::run(args),

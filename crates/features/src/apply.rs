@@ -153,6 +153,9 @@ impl Inner {
         if !impressions_only {
             self.generation += 1;
         }
+        if !matches!(m, Mutation::Events(_) | Mutation::UpsertUsers(_)) {
+            self.catalog_generation += 1;
+        }
         match m {
             Mutation::UpsertItems(items) => {
                 for it in items {

@@ -325,6 +325,7 @@ impl Snapshot {
                 .map(|v| v.into_iter().collect())
                 .collect(),
             generation: self.generation,
+            catalog_generation: 0,
             log_records: self.log_records,
         }))
     }

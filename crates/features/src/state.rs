@@ -98,6 +98,10 @@ pub struct Inner {
     /// Bumped by every mutation that can change derived models (all but impression-only
     /// batches), so the data loop rebuilds only when something it reads changed.
     pub generation: u64,
+    /// Bumped by every catalog or editorial change (items upserted, patched or deleted,
+    /// curated lists), so indexes over the catalog rebuild only then. Not snapshotted: it is
+    /// compared only within one process.
+    pub catalog_generation: u64,
     /// Log records applied (the sequence number of the next one): where a snapshot of this
     /// state resumes the log.
     pub log_records: u64,
@@ -163,6 +167,7 @@ impl State {
                 watermark: 0,
                 events_applied: 0,
                 generation: 0,
+                catalog_generation: 0,
                 log_records: 0,
             }),
         }

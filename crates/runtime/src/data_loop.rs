@@ -1,10 +1,11 @@
 //! The data loop: background threads that rebuild the models from the live state (popular
-//! lists, co-visitation, retrained embeddings), fold new items into the ANN index, and take
-//! snapshots, each publishing through an atomic swap.
+//! lists, co-visitation, retrained embeddings), fold new items into the ANN index, rebuild the
+//! suggestion index when the catalog changed, and take snapshots, each publishing through an atomic swap.
 
 use crate::config::EngineConfig;
 use crate::error::RuntimeError;
 use crate::replay::{snapshots_enabled, write_snapshot};
+use crate::suggest::Suggestions;
 use cascade_features::State;
 use cascade_index::{ItemFolder, ModelStore, PopularLists};
 use cascade_training::build_models;
@@ -22,6 +23,7 @@ pub(crate) fn spawn_data_loop(
     models: Arc<ModelStore>,
     arm_stores: Vec<Arc<ModelStore>>,
     folder: Arc<parking_lot::Mutex<ItemFolder>>,
+    suggestions: Arc<Suggestions>,
     config: EngineConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<JoinHandle<()>>, RuntimeError> {
@@ -55,6 +57,8 @@ pub(crate) fn spawn_data_loop(
                 metrics::histogram!("cascade_model_build_seconds", "model" => "popular")
                     .record(t.elapsed().as_secs_f64());
                 fold_step(&folder, &st, &ms);
+                // The suggestion index follows the catalog within this tick.
+                suggestions.refresh(&st);
                 seen_gen = generation;
             }
         }),

@@ -7,6 +7,7 @@ use crate::error::RuntimeError;
 use crate::faulted::FaultInjected;
 use crate::replay::{Replayed, load_bundle, replay, write_snapshot};
 use crate::sink::Sink;
+use crate::suggest::Suggestions;
 use cascade_core::Mutation;
 use cascade_index::{Bundle, ItemFolder, ModelStore};
 use cascade_pipeline::{CpuPool, Env, Pipeline, PipelineResult};
@@ -49,6 +50,8 @@ pub struct Engine {
     pub(crate) activating: AtomicBool,
     /// Running experiments (at most one per surface is consulted: the first).
     pub experiments: Vec<crate::experiments::Experiment>,
+    /// The suggestion index over the catalog, rebuilt by the data loop.
+    pub suggestions: Arc<Suggestions>,
     _dir: DataDir,
 }
 
@@ -225,11 +228,13 @@ impl Engine {
             .iter()
             .flat_map(|x| x.arms.iter().filter_map(|a| a.models.clone()))
             .collect();
+        let suggestions = Arc::new(Suggestions::build(&state));
         let handle = spawn_data_loop(
             state,
             models,
             arm_stores,
             folder.clone(),
+            suggestions.clone(),
             config.clone(),
             stop.clone(),
         )?;
@@ -249,6 +254,7 @@ impl Engine {
             ranker_job,
             activating: AtomicBool::new(false),
             experiments,
+            suggestions,
             _dir: dir,
         }))
     }

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod online;
 pub mod replay;
 pub mod sink;
+pub mod suggest;
 
 pub use config::{
     ArmConfig, BusBackend, BusSection, EngineConfig, ExperimentConfig, StorageBackend,

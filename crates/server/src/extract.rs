@@ -84,12 +84,17 @@ pub fn query_error(e: axum::extract::rejection::QueryRejection) -> ApiError {
         .map_or(msg.as_str(), |(_, r)| r);
     let ident =
         |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    let field = match rest.strip_prefix("unknown field `") {
+    let named = rest
+        .strip_prefix("unknown field `")
+        .or_else(|| rest.strip_prefix("missing field `"));
+    let field = match named {
         Some(r) => r.split('`').next().filter(ident),
         None => rest.split_once(": ").map(|(p, _)| p).filter(ident),
     };
     let code = if rest.starts_with("unknown field") {
         "unknown_field"
+    } else if rest.starts_with("missing field") {
+        "missing_field"
     } else {
         "invalid_value"
     };

@@ -6,7 +6,8 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorBody};
 use crate::observe;
 use crate::resources::{
-    editorial, events, experiments, faults, health, items, models, recommendations, similar, users,
+    editorial, events, experiments, faults, health, items, models, recommendations, similar,
+    suggest, users,
 };
 use crate::state::AppState;
 use axum::Json;
@@ -62,6 +63,7 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
     let reads = OpenApiRouter::new()
         .merge(recommendations::routes())
         .merge(similar::routes())
+        .merge(suggest::routes())
         .route_layer(middleware::from_fn_with_state(read_limit, shed))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Read),

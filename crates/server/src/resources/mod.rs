@@ -10,4 +10,5 @@ pub mod items;
 pub mod models;
 pub mod recommendations;
 pub mod similar;
+pub mod suggest;
 pub mod users;

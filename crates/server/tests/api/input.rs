@@ -235,6 +235,7 @@ async fn openapi_and_metrics_describe_the_service() {
         ("/v1/recommendations/{surface}", "get"),
         ("/v1/recommendations/{surface}", "post"),
         ("/v1/items/{id}/similar", "get"),
+        ("/v1/suggest", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

@@ -6,6 +6,7 @@ mod models;
 mod policy;
 mod reliability;
 mod serving;
+mod suggest;
 
 use cascade_server::{Config, Engine};
 

@@ -1,0 +1,433 @@
+//! The prefix index: an FST map from every normalized word of every entry to its posting
+//! list (entries best first), and the search that walks it with a prefix automaton and a
+//! Levenshtein automaton, then checks every candidate word by word.
+
+use crate::matching::{Class, max_distance, word_match};
+use crate::normalize::{Token, query_words, tokens};
+use fst::automaton::{Automaton, Levenshtein, Str};
+use fst::{IntoStreamer, Map, MapBuilder, Streamer};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+
+/// What a suggestion stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Item,
+    Category,
+    Creator,
+    Collection,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Item, Kind::Category, Kind::Creator, Kind::Collection];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Item => "item",
+            Kind::Category => "category",
+            Kind::Creator => "creator",
+            Kind::Collection => "collection",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// One suggestible thing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub kind: Kind,
+    /// Item id, category name, creator id or collection id.
+    pub id: String,
+    /// What is shown.
+    pub text: String,
+    pub tokens: Vec<Token>,
+    /// The catalog index the caller checks at query time (item, category or creator index;
+    /// unused for collections).
+    pub target: u32,
+    /// Static relevance when the index was built (decayed popularity, 0..=1).
+    pub score: f32,
+}
+
+impl Entry {
+    pub fn new(kind: Kind, id: &str, text: &str, target: u32, score: f32) -> Self {
+        Self {
+            kind,
+            id: id.to_string(),
+            text: text.to_string(),
+            tokens: tokens(text),
+            target,
+            score,
+        }
+    }
+}
+
+/// A suggestion: the entry, how well it matched, its final score and the matched spans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub entry: u32,
+    pub class: Class,
+    pub score: f32,
+    /// `[start, end)` character spans of `text` that matched.
+    pub highlight: Vec<[u32; 2]>,
+}
+
+/// Most index words one query word expands to, and most postings read for it: a short prefix
+/// of a large catalog stops there (postings are best first, so what is read is the best).
+const MAX_TERMS: usize = 4096;
+const MAX_POSTINGS: usize = 50_000;
+
+/// The built index; read-only, swapped whole when rebuilt.
+#[derive(Debug)]
+pub struct SuggestIndex {
+    terms: Map<Vec<u8>>,
+    /// Entry ids of list `k` are `postings[starts[k]..starts[k + 1]]`, best first.
+    postings: Vec<u32>,
+    starts: Vec<u32>,
+    entries: Vec<Entry>,
+}
+
+impl Default for SuggestIndex {
+    fn default() -> Self {
+        Self::build(Vec::new())
+    }
+}
+
+impl SuggestIndex {
+    /// Indexes every word of every entry.
+    pub fn build(entries: Vec<Entry>) -> Self {
+        let mut pairs: Vec<(&str, u32)> = entries
+            .iter()
+            .enumerate()
+            .flat_map(|(e, en)| en.tokens.iter().map(move |t| (t.norm.as_str(), e as u32)))
+            .collect();
+        // By word, then best entry first.
+        pairs.sort_unstable_by(|a, b| {
+            a.0.cmp(b.0)
+                .then(
+                    entries[b.1 as usize]
+                        .score
+                        .total_cmp(&entries[a.1 as usize].score),
+                )
+                .then(a.1.cmp(&b.1))
+        });
+        pairs.dedup();
+        let mut builder = MapBuilder::memory();
+        let mut postings = Vec::with_capacity(pairs.len());
+        let mut starts = vec![0u32];
+        let mut i = 0;
+        while i < pairs.len() {
+            let word = pairs[i].0;
+            while i < pairs.len() && pairs[i].0 == word {
+                postings.push(pairs[i].1);
+                i += 1;
+            }
+            // Words arrive sorted and distinct, as the builder requires.
+            if builder.insert(word, (starts.len() - 1) as u64).is_err() {
+                postings.truncate(*starts.last().unwrap_or(&0) as usize);
+                continue;
+            }
+            starts.push(postings.len() as u32);
+        }
+        let terms = builder
+            .into_inner()
+            .ok()
+            .and_then(|b| Map::new(b).ok())
+            .unwrap_or_default();
+        Self {
+            terms,
+            postings,
+            starts,
+            entries,
+        }
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Distinct words indexed.
+    pub fn keys(&self) -> usize {
+        self.terms.len()
+    }
+
+    /// Bytes held: the FST, the postings, and the entries' texts and spans.
+    pub fn memory_bytes(&self) -> usize {
+        let entries: usize = self
+            .entries
+            .iter()
+            .map(|e| {
+                std::mem::size_of::<Entry>()
+                    + e.id.len()
+                    + e.text.len()
+                    + e.tokens
+                        .iter()
+                        .map(|t| std::mem::size_of::<Token>() + t.norm.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        self.terms.as_fst().as_bytes().len()
+            + 4 * (self.postings.len() + self.starts.len())
+            + entries
+    }
+
+    /// Bytes of the FST and postings per indexed word.
+    pub fn bytes_per_key(&self) -> f64 {
+        let b =
+            self.terms.as_fst().as_bytes().len() + 4 * (self.postings.len() + self.starts.len());
+        b as f64 / self.keys().max(1) as f64
+    }
+
+    /// The best `n` suggestions for `q` among `kinds`. `admit` sees each matching entry and
+    /// returns `None` to drop it (safety) or the boost to add to its score (personalization,
+    /// at most `max_boost`).
+    ///
+    /// One query word drives the walk (the one with the fewest postings); its posting lists
+    /// are read tier by tier (exact words, then prefixes, then fuzzy matches), each tier's
+    /// lists merged best first, and every entry is checked against all the query's words. A
+    /// tier stops as soon as nothing left in it can enter the top `n`, and lower tiers are
+    /// skipped once `n` better hits are in hand: the answer is the brute-force one.
+    pub fn search(
+        &self,
+        q: &str,
+        n: usize,
+        kinds: &[Kind],
+        max_boost: f32,
+        admit: &dyn Fn(&Entry) -> Option<f32>,
+    ) -> Vec<Hit> {
+        let (words, open) = query_words(q);
+        if words.is_empty() || n == 0 {
+            return Vec::new();
+        }
+        let last = words.len() - 1;
+        // The driver: the word whose exact and prefix matches hold the fewest postings (a
+        // word with none is likely mistyped, and drives only when every word is); only the
+        // driver's Levenshtein automaton is built, the costly part of a long word.
+        let driver = (0..words.len())
+            .map(|i| {
+                let w = &words[i];
+                let mut n: usize = self.terms.get(w).map_or(0, |k| self.list(k).len());
+                if open && i == last {
+                    let mut lists = Vec::new();
+                    take(&mut lists, self.terms.search(Str::new(w).starts_with()));
+                    n = lists.iter().map(|&k| self.list(k).len()).sum();
+                }
+                (n == 0, n, std::cmp::Reverse(w.chars().count()), i)
+            })
+            .min()
+            .map_or(last, |(_, _, _, i)| i);
+        let tiers = self.tiers(&words[driver], open && driver == last);
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut scanned = 0usize;
+        for (tier, lists) in [Class::Exact, Class::Prefix, Class::Fuzzy]
+            .into_iter()
+            .zip(&tiers)
+        {
+            let above = hits.iter().filter(|h| h.class > tier).count();
+            if above >= n {
+                break;
+            }
+            let need = n - above;
+            // The `need` best final scores of this tier's class so far (a min-heap).
+            let mut best: BinaryHeap<Reverse<Score>> = BinaryHeap::new();
+            // Heads of this tier's lists, best static score first.
+            let mut heads: BinaryHeap<(Score, Reverse<u64>, Reverse<usize>)> = lists
+                .iter()
+                .filter_map(|&k| {
+                    let &e = self.list(k).first()?;
+                    Some((
+                        Score(self.entries[e as usize].score),
+                        Reverse(k),
+                        Reverse(0),
+                    ))
+                })
+                .collect();
+            while let Some((Score(top), Reverse(k), Reverse(at))) = heads.pop() {
+                if best.len() >= need
+                    && best
+                        .peek()
+                        .is_some_and(|Reverse(Score(min))| top + max_boost < *min)
+                {
+                    break;
+                }
+                let list = self.list(k);
+                let e = list[at];
+                if let Some(&next) = list.get(at + 1) {
+                    let s = Score(self.entries[next as usize].score);
+                    heads.push((s, Reverse(k), Reverse(at + 1)));
+                }
+                scanned += 1;
+                if scanned > MAX_POSTINGS {
+                    break;
+                }
+                if !seen.insert(e) {
+                    continue;
+                }
+                let Some(hit) = self.check(e, &words, open, kinds, admit) else {
+                    continue;
+                };
+                if hit.class == tier {
+                    best.push(Reverse(Score(hit.score)));
+                    if best.len() > need {
+                        best.pop();
+                    }
+                }
+                hits.push(hit);
+            }
+        }
+        rank(&mut hits, &self.entries, n);
+        hits
+    }
+
+    /// Entry `e` as a hit for the query, if it is of a wanted kind, matches and is admitted.
+    fn check(
+        &self,
+        e: u32,
+        words: &[String],
+        open: bool,
+        kinds: &[Kind],
+        admit: &dyn Fn(&Entry) -> Option<f32>,
+    ) -> Option<Hit> {
+        let entry = &self.entries[e as usize];
+        if !kinds.contains(&entry.kind) {
+            return None;
+        }
+        let (class, highlight) = match_entry(entry, words, open)?;
+        let boost = admit(entry)?;
+        Some(Hit {
+            entry: e,
+            class,
+            score: entry.score + boost,
+            highlight,
+        })
+    }
+
+    fn list(&self, k: u64) -> &[u32] {
+        let (a, b) = (self.starts[k as usize], self.starts[k as usize + 1]);
+        &self.postings[a as usize..b as usize]
+    }
+
+    /// The posting lists of the index words that `word` matches, by how: equal, extended
+    /// (when `open`, the word still being typed) and within the allowed edits. A list is in
+    /// the best tier it qualifies for.
+    fn tiers(&self, word: &str, open: bool) -> [Vec<u64>; 3] {
+        let mut exact: Vec<u64> = self.terms.get(word).into_iter().collect();
+        let mut prefix = Vec::new();
+        let mut fuzzy = Vec::new();
+        let dist = max_distance(word.chars().count());
+        let lev = (dist > 0)
+            .then(|| Levenshtein::new(word, dist).ok())
+            .flatten();
+        if open {
+            take(&mut prefix, self.terms.search(Str::new(word).starts_with()));
+            if let Some(lev) = lev {
+                take(&mut fuzzy, self.terms.search(lev.starts_with()));
+            }
+        } else if let Some(lev) = lev {
+            take(&mut fuzzy, self.terms.search(lev));
+        }
+        exact.sort_unstable();
+        prefix.retain(|k| !exact.contains(k));
+        prefix.sort_unstable();
+        fuzzy.retain(|k| exact.binary_search(k).is_err() && prefix.binary_search(k).is_err());
+        [exact, prefix, fuzzy]
+    }
+}
+
+/// A score ordered totally (for the heaps).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score(f32);
+
+impl Eq for Score {}
+
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Appends the posting-list numbers a search finds, up to [`MAX_TERMS`] in all.
+fn take<A: Automaton>(lists: &mut Vec<u64>, search: fst::map::StreamBuilder<'_, A>) {
+    let mut stream = search.into_stream();
+    while lists.len() < MAX_TERMS
+        && let Some((_, v)) = stream.next()
+    {
+        lists.push(v);
+    }
+}
+
+/// Whether every query word matches a word of `entry`; the entry's class is its worst word's,
+/// its highlights every matched span.
+pub fn match_entry(entry: &Entry, words: &[String], open: bool) -> Option<(Class, Vec<[u32; 2]>)> {
+    let last = words.len().checked_sub(1)?;
+    let mut class = Class::Exact;
+    let mut spans = Vec::with_capacity(words.len());
+    for (i, w) in words.iter().enumerate() {
+        let best = entry
+            .tokens
+            .iter()
+            .filter_map(|t| word_match(w, &t.norm, open && i == last).map(|(c, len)| (c, len, t)))
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.2.start.cmp(&a.2.start)))?;
+        class = class.min(best.0);
+        let t = best.2;
+        spans.push([t.start, (t.start + best.1 as u32).min(t.end)]);
+    }
+    spans.sort_unstable();
+    spans.dedup();
+    Some((class, spans))
+}
+
+/// Best first: by class, then score, then shorter text, then id; keeps `n`.
+pub fn rank(hits: &mut Vec<Hit>, entries: &[Entry], n: usize) {
+    hits.sort_by(|a, b| order(a, &entries[a.entry as usize], b, &entries[b.entry as usize]));
+    hits.truncate(n);
+}
+
+/// The order of two hits (with their entries), best first: class, score, shorter text, id.
+pub fn order(a: &Hit, ea: &Entry, b: &Hit, eb: &Entry) -> std::cmp::Ordering {
+    b.class
+        .cmp(&a.class)
+        .then(b.score.total_cmp(&a.score))
+        .then(ea.text.chars().count().cmp(&eb.text.chars().count()))
+        .then(ea.id.cmp(&eb.id))
+}
+
+/// The same answer without the index: every entry checked (the tests' reference).
+pub fn brute_force(
+    entries: &[Entry],
+    q: &str,
+    n: usize,
+    kinds: &[Kind],
+    admit: &dyn Fn(&Entry) -> Option<f32>,
+) -> Vec<Hit> {
+    let (words, open) = query_words(q);
+    if words.is_empty() {
+        return Vec::new();
+    }
+    let mut hits: Vec<Hit> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| kinds.contains(&e.kind))
+        .filter_map(|(i, e)| {
+            let (class, highlight) = match_entry(e, &words, open)?;
+            let boost = admit(e)?;
+            Some(Hit {
+                entry: i as u32,
+                class,
+                score: e.score + boost,
+                highlight,
+            })
+        })
+        .collect();
+    rank(&mut hits, entries, n);
+    hits
+}
