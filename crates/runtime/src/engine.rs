@@ -367,6 +367,11 @@ impl Engine {
         Some(p.execute(&self.env, query).await)
     }
 
+    /// Suggestions for a prefix (see [`Suggestions::suggest`]).
+    pub fn suggest(&self, query: &crate::suggest::SuggestQuery) -> Vec<crate::suggest::Suggestion> {
+        self.suggestions.suggest(&self.env.state, query)
+    }
+
     /// Whether the ranker training started at open is still running.
     pub fn ranker_pending(&self) -> bool {
         self.ranker_job.peek(|job| !job.is_finished())

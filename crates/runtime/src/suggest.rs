@@ -3,7 +3,6 @@
 //! personal boost read from the live state, so a hidden or deleted item disappears with the
 //! next query, before any rebuild.
 
-use crate::engine::Engine;
 use arc_swap::ArcSwap;
 use cascade_features::{Inner, State};
 use cascade_policy::BlocklistConfig;
@@ -96,15 +95,15 @@ pub struct SuggestQuery {
 /// recent interactions, times this).
 const AFFINITY_BOOST: f32 = 0.5;
 
-impl Engine {
-    /// Suggestions for a query: never what the feed would not show this user (hidden or
-    /// deleted items, mature items without `allow_mature`, what the user hid, the surface's
-    /// blocklist), boosted by the user's category and creator affinity.
-    pub fn suggest(&self, query: &SuggestQuery) -> Vec<Suggestion> {
+impl Suggestions {
+    /// Suggestions for a query over `state`: never what the feed would not show this user
+    /// (hidden or deleted items, mature items without `allow_mature`, what the user hid, the
+    /// surface's blocklist), boosted by the user's category and creator affinity.
+    pub fn suggest(&self, state: &State, query: &SuggestQuery) -> Vec<Suggestion> {
         let t = Instant::now();
-        let built = self.suggestions.index.load_full();
+        let built = self.index.load_full();
         let index = &built.index;
-        let g = self.env.state.read();
+        let g = state.read();
         let user = query
             .user_id
             .as_deref()

@@ -2,9 +2,10 @@
 //! list (entries best first), and the search that walks it with a prefix automaton and a
 //! Levenshtein automaton, then checks every candidate word by word.
 
+use crate::automaton::Lev;
 use crate::matching::{Class, max_distance, word_match};
 use crate::normalize::{Token, query_words, tokens};
-use fst::automaton::{Automaton, Levenshtein, Str};
+use fst::automaton::{Automaton, Str};
 use fst::{IntoStreamer, Map, MapBuilder, Streamer};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -184,9 +185,10 @@ impl SuggestIndex {
     /// returns `None` to drop it (safety) or the boost to add to its score (personalization,
     /// at most `max_boost`).
     ///
-    /// One query word drives the walk (the one with the fewest postings); its posting lists
-    /// are read tier by tier (exact words, then prefixes, then fuzzy matches), each tier's
-    /// lists merged best first, and every entry is checked against all the query's words. A
+    /// One query word drives the walk (the one whose matches hold the fewest postings); its
+    /// posting lists are read tier by tier (exact words, then prefixes, then fuzzy matches),
+    /// each tier's lists merged best first, and every entry is checked against all the
+    /// query's words. A
     /// tier stops as soon as nothing left in it can enter the top `n`, and lower tiers are
     /// skipped once `n` better hits are in hand: the answer is the brute-force one.
     pub fn search(
@@ -202,23 +204,32 @@ impl SuggestIndex {
             return Vec::new();
         }
         let last = words.len() - 1;
-        // The driver: the word whose exact and prefix matches hold the fewest postings (a
-        // word with none is likely mistyped, and drives only when every word is); only the
-        // driver's Levenshtein automaton is built, the costly part of a long word.
-        let driver = (0..words.len())
-            .map(|i| {
-                let w = &words[i];
-                let mut n: usize = self.terms.get(w).map_or(0, |k| self.list(k).len());
-                if open && i == last {
-                    let mut lists = Vec::new();
-                    take(&mut lists, self.terms.search(Str::new(w).starts_with()));
-                    n = lists.iter().map(|&k| self.list(k).len()).sum();
-                }
-                (n == 0, n, std::cmp::Reverse(w.chars().count()), i)
+        let all: Vec<[Vec<u64>; 3]> = (0..words.len())
+            .map(|i| self.tiers(&words[i], open && i == last))
+            .collect();
+        // No hit can match better than its worst word can: a word that can only match
+        // fuzzily makes every hit fuzzy; one that matches nothing leaves nothing to find.
+        let mut cap = Class::Exact;
+        for t in &all {
+            let best = [Class::Exact, Class::Prefix, Class::Fuzzy]
+                .into_iter()
+                .zip(t)
+                .find(|(_, lists)| !lists.is_empty());
+            match best {
+                Some((c, _)) => cap = cap.min(c),
+                None => return Vec::new(),
+            }
+        }
+        // The driver: the word whose matches (exact, prefix, fuzzy) hold the fewest postings.
+        let tiers = all
+            .into_iter()
+            .min_by_key(|t| {
+                t.iter()
+                    .flatten()
+                    .map(|&k| self.list(k).len())
+                    .sum::<usize>()
             })
-            .min()
-            .map_or(last, |(_, _, _, i)| i);
-        let tiers = self.tiers(&words[driver], open && driver == last);
+            .unwrap_or_default();
         let mut hits: Vec<Hit> = Vec::new();
         let mut seen = HashSet::new();
         let mut scanned = 0usize;
@@ -231,7 +242,9 @@ impl SuggestIndex {
                 break;
             }
             let need = n - above;
-            // The `need` best final scores of this tier's class so far (a min-heap).
+            // The best class a hit first found in this tier can have.
+            let target = tier.min(cap);
+            // The `need` best final scores of the `target` class so far (a min-heap).
             let mut best: BinaryHeap<Reverse<Score>> = BinaryHeap::new();
             // Heads of this tier's lists, best static score first.
             let mut heads: BinaryHeap<(Score, Reverse<u64>, Reverse<usize>)> = lists
@@ -269,7 +282,7 @@ impl SuggestIndex {
                 let Some(hit) = self.check(e, &words, open, kinds, admit) else {
                     continue;
                 };
-                if hit.class == tier {
+                if hit.class == target {
                     best.push(Reverse(Score(hit.score)));
                     if best.len() > need {
                         best.pop();
@@ -318,15 +331,10 @@ impl SuggestIndex {
         let mut prefix = Vec::new();
         let mut fuzzy = Vec::new();
         let dist = max_distance(word.chars().count());
-        let lev = (dist > 0)
-            .then(|| Levenshtein::new(word, dist).ok())
-            .flatten();
         if open {
             take(&mut prefix, self.terms.search(Str::new(word).starts_with()));
-            if let Some(lev) = lev {
-                take(&mut fuzzy, self.terms.search(lev.starts_with()));
-            }
-        } else if let Some(lev) = lev {
+        }
+        if let Some(lev) = (dist > 0).then(|| Lev::new(word, dist, open)).flatten() {
             take(&mut fuzzy, self.terms.search(lev));
         }
         exact.sort_unstable();

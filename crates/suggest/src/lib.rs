@@ -3,6 +3,7 @@
 //! multi-word queries matched word by word, and a brute-force reference the tests hold it to.
 //! Safety and personalization are the caller's, checked per matching entry at query time.
 
+mod automaton;
 pub mod catalog;
 pub mod index;
 pub mod matching;

@@ -50,12 +50,12 @@ pub fn word_match(word: &str, token: &str, open: bool) -> Option<(Class, usize)>
         return None;
     }
     let mut w = ['\0'; WORD];
-    let mut t = ['\0'; WORD];
+    let mut t = ['\0'; WORD + 2];
     // A prefix needs only the token's first characters.
-    if wlen > WORD || (!open && tlen > WORD) {
+    if wlen > WORD || (!open && tlen > WORD + 2) {
         return None;
     }
-    let tlen = tlen.min(WORD);
+    let tlen = tlen.min(WORD + 2);
     for (slot, c) in w.iter_mut().zip(word.chars()) {
         *slot = c;
     }
@@ -73,7 +73,7 @@ pub fn word_match(word: &str, token: &str, open: bool) -> Option<(Class, usize)>
 
 /// Longest word compared by edit distance, in characters (longer ones match only exactly or
 /// as prefixes).
-const WORD: usize = 48;
+pub const WORD: usize = 48;
 
 /// Levenshtein distance, or `None` once it must exceed `limit`.
 fn distance(a: &[char], b: &[char], limit: u32) -> Option<u32> {
@@ -94,11 +94,11 @@ fn prefix_distance(a: &[char], b: &[char], limit: u32) -> Option<(u32, usize)> {
     (d <= limit).then_some((d, at))
 }
 
-/// The last row of the edit-distance table of `a` against every prefix of `b` (both at most
-/// [`WORD`] characters), without allocating.
-fn last_row(a: &[char], b: &[char]) -> ([u32; WORD + 1], usize) {
-    let mut prev = [0u32; WORD + 1];
-    let mut cur = [0u32; WORD + 1];
+/// The last row of the edit-distance table of `a` against every prefix of `b` (`a` at most
+/// [`WORD`] characters, `b` two more), without allocating.
+fn last_row(a: &[char], b: &[char]) -> ([u32; WORD + 3], usize) {
+    let mut prev = [0u32; WORD + 3];
+    let mut cur = [0u32; WORD + 3];
     for (j, p) in prev.iter_mut().enumerate().take(b.len() + 1) {
         *p = j as u32;
     }
