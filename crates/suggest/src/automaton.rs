@@ -6,9 +6,12 @@
 use crate::matching::WORD;
 use fst::Automaton;
 
-/// Keys within `limit` edits of `word`; with `prefix`, keys one of whose prefixes is.
+/// Keys that start with `word`'s first character and are within `limit` edits of it; with
+/// `prefix`, keys one of whose prefixes is.
 #[derive(Debug, Clone)]
 pub struct Lev {
+    first: char,
+    /// The word after its first character: what the rows measure against.
     word: Vec<char>,
     limit: u8,
     prefix: bool,
@@ -17,9 +20,12 @@ pub struct Lev {
 impl Lev {
     /// `None` for words too long to compare by edits.
     pub fn new(word: &str, limit: u32, prefix: bool) -> Option<Self> {
-        let word: Vec<char> = word.chars().collect();
+        let mut chars = word.chars();
+        let first = chars.next()?;
+        let word: Vec<char> = chars.collect();
         let limit = u8::try_from(limit).ok()?;
-        (word.len() <= WORD).then_some(Self {
+        (word.len() < WORD).then_some(Self {
+            first,
             word,
             limit,
             prefix,
@@ -34,6 +40,8 @@ pub struct LevState {
     row: [u8; WORD + 1],
     pending: [u8; 4],
     plen: u8,
+    /// The first character was read (and was the word's).
+    started: bool,
     matched: bool,
     dead: bool,
 }
@@ -46,12 +54,12 @@ impl Automaton for Lev {
         for (j, r) in row.iter_mut().enumerate().take(self.word.len() + 1) {
             *r = j.min(255) as u8;
         }
-        let matched = self.prefix && row[self.word.len()] <= self.limit;
         LevState {
             row,
             pending: [0; 4],
             plen: 0,
-            matched,
+            started: false,
+            matched: false,
             dead: false,
         }
     }
@@ -87,6 +95,12 @@ impl Automaton for Lev {
         };
         next.plen = 0;
         let m = self.word.len();
+        if !s.started {
+            next.started = c == self.first;
+            next.dead = !next.started;
+            next.matched = self.prefix && next.row[m] <= self.limit;
+            return next;
+        }
         next.row[0] = s.row[0].saturating_add(1);
         for j in 1..=m {
             let sub = s.row[j - 1].saturating_add(u8::from(self.word[j - 1] != c));
@@ -106,7 +120,7 @@ mod tests {
 
     #[test]
     fn finds_what_the_distance_allows_and_no_more() {
-        let set = Set::from_iter(["empire", "empires", "emprie", "umpire", "vampire", "ém"])
+        let set = Set::from_iter(["empire", "empires", "emprie", "mé", "umpire", "vampire"])
             .expect("set");
         let find = |lev: Lev| {
             let mut out = Vec::new();
@@ -117,12 +131,15 @@ mod tests {
             out
         };
         let lev = Lev::new("empire", 1, false).expect("lev");
-        assert_eq!(find(lev), ["empire", "empires", "umpire"]);
+        assert_eq!(find(lev), ["empire", "empires"]);
         let lev = Lev::new("empir", 1, true).expect("lev");
         // "empr" is one edit from "empir"; no prefix of "vampire" is.
-        assert_eq!(find(lev), ["empire", "empires", "emprie", "umpire"]);
-        // Characters, not bytes: "é" is one substitution away from "e".
-        let lev = Lev::new("em", 1, false).expect("lev");
-        assert_eq!(find(lev), ["ém"]);
+        assert_eq!(find(lev), ["empire", "empires", "emprie"]);
+        // Characters, not bytes: "é" (two bytes) is one substitution from "x". The first
+        // character is never a typo.
+        let lev = Lev::new("mx", 1, false).expect("lev");
+        assert_eq!(find(lev), ["mé"]);
+        let lev = Lev::new("xmpire", 1, false).expect("lev");
+        assert!(find(lev).is_empty());
     }
 }

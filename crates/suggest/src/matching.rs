@@ -1,5 +1,6 @@
 //! How one query word matches one indexed word: exactly, as a prefix (the word being typed),
-//! or within the edit distance its length allows (1 from 4 characters, 2 from 8). The index
+//! or within the edit distance its length allows (1 from 4 characters, 2 from 8; the first
+//! character is never a typo). The index
 //! and the brute-force reference both decide with these functions.
 
 /// How well a word matched; better classes rank first.
@@ -62,10 +63,15 @@ pub fn word_match(word: &str, token: &str, open: bool) -> Option<(Class, usize)>
     for (slot, c) in t.iter_mut().zip(token.chars()) {
         *slot = c;
     }
-    let (w, t) = (&w[..wlen], &t[..tlen]);
+    // No typo in the first character (as search engines' suggesters do): it keeps the walk
+    // over a large catalog's words to one first letter.
+    if tlen == 0 || w[0] != t[0] {
+        return None;
+    }
+    let (w, t) = (&w[1..wlen], &t[1..tlen]);
     if open {
         let (dist, at) = prefix_distance(w, t, d)?;
-        (dist <= d).then_some((Class::Fuzzy, at.max(1)))
+        (dist <= d).then_some((Class::Fuzzy, at + 1))
     } else {
         (distance(w, t, d)? <= d).then_some((Class::Fuzzy, tlen))
     }
@@ -131,6 +137,9 @@ mod tests {
             word_match("empr", "empire", true).map(|m| m.0),
             Some(Class::Fuzzy)
         );
+        // The first character is never a typo.
+        assert_eq!(word_match("xmpire", "empire", false), None);
+        assert_eq!(word_match("xmpi", "empire", true), None);
         // A swap is two edits.
         assert_eq!(word_match("emprie", "empire", false), None);
         assert_eq!(word_match("stirkes", "strikes", false), None);
