@@ -59,6 +59,14 @@ impl TestServer {
         self.engine.close().await;
     }
 
+    /// A response's status and JSON body, its reasons checked.
+    async fn read(&self, r: reqwest::Response) -> (u16, Value) {
+        let status = r.status().as_u16();
+        let v = r.json().await.unwrap_or(Value::Null);
+        self.check_reasons(&v);
+        (status, v)
+    }
+
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .client
@@ -67,10 +75,7 @@ impl TestServer {
             .send()
             .await
             .expect("send");
-        let status = r.status().as_u16();
-        let v = r.json().await.unwrap_or(Value::Null);
-        self.check_reasons(&v);
-        (status, v)
+        self.read(r).await
     }
 
     /// Every recommendation response any test receives: each item has a non-empty reason
@@ -163,10 +168,7 @@ impl TestServer {
             r = r.json(b);
         }
         let r = r.send().await.expect("send");
-        let status = r.status().as_u16();
-        let v = r.json().await.unwrap_or(Value::Null);
-        self.check_reasons(&v);
-        (status, v)
+        self.read(r).await
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
@@ -176,10 +178,7 @@ impl TestServer {
             .send()
             .await
             .expect("send");
-        let status = r.status().as_u16();
-        let v = r.json().await.unwrap_or(Value::Null);
-        self.check_reasons(&v);
-        (status, v)
+        self.read(r).await
     }
 }
 
