@@ -3,6 +3,7 @@
 //! measurement by `cascade-bench`.
 
 mod args;
+mod drift;
 mod experiments;
 mod models;
 mod train;
@@ -99,6 +100,9 @@ enum Command {
     Models(models::ModelsArgs),
     /// Online metrics per experiment arm, with 95 % intervals and each arm's model.
     Experiments(experiments::ExperimentsArgs),
+    /// Distribution shift: every signal against the active bundle's reference, worst first,
+    /// and each model version's offline metrics beside its online rates.
+    Drift(drift::DriftArgs),
     /// Write a snapshot of the data dir's state now (the server also writes them every
     /// `storage.snapshot_interval_s`): a restart then replays only the log after it.
     Snapshot {
@@ -241,6 +245,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Models(args) => models::run(args),
         Command::Experiments(args) => experiments::run(args),
+        Command::Drift(args) => drift::run(args),
         Command::Features {
             what: FeaturesCmd::Backfill { dir, batch },
         } => {

@@ -7,6 +7,9 @@ use crate::weights::log_add;
 use cascade_core::{EventKind, IdMap, Idx, Item, ItemPatch, Mutation, NONE_IDX, Target, User};
 use serde_json::Value;
 
+/// Item edits journaled at most (4 bytes each) before the older half is forgotten.
+pub const MAX_ITEM_EDITS: usize = 1 << 22;
+
 impl Inner {
     pub(crate) fn set_rec(&mut self, idx: Idx, rec: Option<ItemRec>) {
         let old = self.item_hot[idx as usize];
@@ -30,6 +33,38 @@ impl Inner {
         self.live_items = self.live_items + usize::from(hot.exists()) - usize::from(old.exists());
         self.item_hot[idx as usize] = hot;
         self.item_recs[idx as usize] = rec;
+        self.record_item_edit(idx);
+    }
+
+    /// Journals an item change; past [`MAX_ITEM_EDITS`] the older half is forgotten (a reader
+    /// that still needed it rebuilds from the catalog).
+    fn record_item_edit(&mut self, idx: Idx) {
+        if self.item_edits.len() >= MAX_ITEM_EDITS {
+            let drop = self.item_edits.len() / 2;
+            self.item_edits.drain(..drop);
+            self.item_edits_base += drop as u64;
+        }
+        self.item_edits.push(idx);
+    }
+
+    /// Item edits so far: the sequence number of the next one.
+    pub fn item_edit_seq(&self) -> u64 {
+        self.item_edits_base + self.item_edits.len() as u64
+    }
+
+    /// The items edited from sequence number `from` on (repeats included), or `None` when
+    /// some of them were forgotten.
+    pub fn item_edits_since(&self, from: u64) -> Option<&[Idx]> {
+        let at = usize::try_from(from.checked_sub(self.item_edits_base)?).ok()?;
+        self.item_edits.get(at..)
+    }
+
+    /// Forgets the edits before sequence number `upto` (what every reader has applied).
+    pub fn forget_item_edits(&mut self, upto: u64) {
+        let n = upto.saturating_sub(self.item_edits_base) as usize;
+        let n = n.min(self.item_edits.len());
+        self.item_edits.drain(..n);
+        self.item_edits_base += n as u64;
     }
 
     pub(crate) fn intern_item(&mut self, id: &str) -> Idx {

@@ -326,6 +326,8 @@ impl Snapshot {
                 .collect(),
             generation: self.generation,
             catalog_generation: 0,
+            item_edits: Vec::new(),
+            item_edits_base: 0,
             log_records: self.log_records,
         }))
     }

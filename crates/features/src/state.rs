@@ -102,6 +102,11 @@ pub struct Inner {
     /// curated lists), so indexes over the catalog rebuild only then. Not snapshotted: it is
     /// compared only within one process.
     pub catalog_generation: u64,
+    /// Items whose record changed (upserted, patched or deleted), oldest first, after the
+    /// first `item_edits_base` (forgotten): an index over the catalog applies what changed
+    /// since its build instead of rebuilding. Not snapshotted, like `catalog_generation`.
+    pub item_edits: Vec<Idx>,
+    pub item_edits_base: u64,
     /// Log records applied (the sequence number of the next one): where a snapshot of this
     /// state resumes the log.
     pub log_records: u64,
@@ -168,6 +173,8 @@ impl State {
                 events_applied: 0,
                 generation: 0,
                 catalog_generation: 0,
+                item_edits: Vec::new(),
+                item_edits_base: 0,
                 log_records: 0,
             }),
         }
@@ -219,6 +226,11 @@ impl State {
 
     pub fn apply(&self, m: &Mutation) {
         self.inner.write().apply(m);
+    }
+
+    /// Forgets the item edits before `upto` (see [`Inner::forget_item_edits`]).
+    pub fn forget_item_edits(&self, upto: u64) {
+        self.inner.write().forget_item_edits(upto);
     }
 
     pub fn stats(&self) -> StateStats {

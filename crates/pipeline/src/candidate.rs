@@ -43,6 +43,10 @@ pub struct Candidate {
     pub row: u32,
     /// Final score written by scorers.
     pub score: f32,
+    /// The pre-ranker's score, and the heavy ranker's before any later scorer (NaN where
+    /// that stage did not score it): what drift monitoring compares with training.
+    pub prerank: f32,
+    pub ranker: f32,
     /// The policy rule that placed this item in the list.
     pub placed: Placement,
     /// For a locked placement, the slot it holds (0-based).
@@ -100,6 +104,8 @@ impl Candidate {
             seed: NONE_IDX,
             row: 0,
             score: 0.0,
+            prerank: f32::NAN,
+            ranker: f32::NAN,
             placed: Placement::Ranked,
             slot: 0,
             propensity: 1.0,

@@ -176,9 +176,9 @@ impl Pipeline {
         let t = Instant::now();
         out.reasons = self.explain(ctx, &out);
         out.timings.push(("explain", ms(t.elapsed())));
-        if ctx.query.explain {
-            out.features = Some(cands.features);
-        }
+        // Kept whether or not explained: the side effects (drift monitoring) read the
+        // served rows; moving the block costs nothing.
+        out.features = Some(cands.features);
         out
     }
 
@@ -236,6 +236,9 @@ impl Pipeline {
                 &mut scores,
                 degraded,
             );
+            for c in &mut cands.items {
+                c.prerank = c.score;
+            }
             cands
                 .items
                 .sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.item.cmp(&b.item)));
@@ -308,8 +311,12 @@ impl Pipeline {
             }
             match s.score(ctx, cands, scores) {
                 Ok(()) => {
+                    let ranker = s.dependency() == Some(Dependency::Ranker);
                     for (c, &v) in cands.items.iter_mut().zip(scores.iter()) {
                         c.score = if v.is_finite() { v } else { f32::MIN };
+                        if ranker {
+                            c.ranker = v;
+                        }
                     }
                 }
                 Err(ComponentError::Unavailable(what)) => {

@@ -1,6 +1,6 @@
 //! The runtime's configuration: its own sections (`storage`, `bus`, `experiments`) composed
 //! with the sections other crates declare (`features`, `models`, `pipeline`, `faults`,
-//! `surfaces`), and the checks that span sections. The HTTP layer adds its own on top.
+//! `surfaces`, `drift`), and the checks that span sections. The HTTP layer adds its own on top.
 
 use cascade_features::FeaturesSection;
 use cascade_pipeline::{FaultsSection, PipelineSection};
@@ -27,6 +27,8 @@ pub struct EngineConfig {
     pub surfaces: Surfaces,
     /// Experiments with holdouts, each on one surface.
     pub experiments: Vec<ExperimentConfig>,
+    /// Distribution-shift monitoring against the active bundle's reference.
+    pub drift: cascade_drift::DriftSection,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +43,7 @@ impl Default for EngineConfig {
             faults: FaultsSection::default(),
             surfaces: cascade_surfaces::default_surfaces(),
             experiments: Vec::new(),
+            drift: cascade_drift::DriftSection::default(),
         }
     }
 }
@@ -178,6 +181,7 @@ impl EngineConfig {
             self.features.validate(),
             self.models.validate(),
             cascade_surfaces::validate_surfaces(&self.surfaces),
+            self.drift.validate(),
         ];
         if let Some(Err(e)) = own.into_iter().find(Result::is_err) {
             return Err(RuntimeError::Config(e));

@@ -1,6 +1,7 @@
 //! The data loop: background threads that rebuild the models from the live state (popular
-//! lists, co-visitation, retrained embeddings), fold new items into the ANN index, rebuild the
-//! suggestion index when the catalog changed, and take snapshots, each publishing through an atomic swap.
+//! lists, co-visitation, retrained embeddings), fold new items into the ANN index, follow the
+//! catalog in the suggestion index (a delta every tick, the whole index off the ticks), and
+//! take snapshots, each publishing through an atomic swap.
 
 use crate::config::EngineConfig;
 use crate::error::RuntimeError;
@@ -33,6 +34,7 @@ pub(crate) fn spawn_data_loop(
             .spawn(f)
             .map_err(|e| RuntimeError::Io(format!("{name} thread: {e}")))
     };
+    let suggest_parts = (state.clone(), suggestions.clone(), stop.clone());
     let (st, ms, cfg, halt) = (state.clone(), models.clone(), config.clone(), stop.clone());
     let popular = spawn(
         "cascade-popular",
@@ -57,8 +59,9 @@ pub(crate) fn spawn_data_loop(
                 metrics::histogram!("cascade_model_build_seconds", "model" => "popular")
                     .record(t.elapsed().as_secs_f64());
                 fold_step(&folder, &st, &ms);
-                // The suggestion index follows the catalog within this tick.
-                suggestions.refresh(&st);
+                // Suggestions follow item edits within this tick (the delta); the full
+                // rebuild runs on its own thread.
+                suggestions.refresh_delta(&st);
                 seen_gen = generation;
             }
         }),
@@ -93,7 +96,20 @@ pub(crate) fn spawn_data_loop(
             }
         }),
     )?;
-    let mut threads = vec![popular, heavy];
+    // The full suggestion index: rebuilt off the ticks (20 s at 10M titles), swapped whole.
+    let (st, sg, halt) = suggest_parts;
+    let suggest = spawn(
+        "cascade-suggest",
+        Box::new(move || {
+            while !halt.load(Ordering::SeqCst) {
+                sleep_unless(&halt, Duration::from_millis(200));
+                if sg.wants_rebuild(&st) {
+                    sg.rebuild(&st);
+                }
+            }
+        }),
+    )?;
+    let mut threads = vec![popular, heavy, suggest];
     let (st, cfg, halt) = snapshot_parts;
     if snapshots_enabled(&cfg) {
         threads.push(spawn(

@@ -3,6 +3,7 @@
 
 use crate::config::{BusBackend, EngineConfig, StorageBackend};
 use crate::data_loop::{fold_step, spawn_data_loop};
+use crate::drift::DriftMonitor;
 use crate::error::RuntimeError;
 use crate::faulted::FaultInjected;
 use crate::replay::{Replayed, load_bundle, replay, write_snapshot};
@@ -52,6 +53,8 @@ pub struct Engine {
     pub experiments: Vec<crate::experiments::Experiment>,
     /// The suggestion index over the catalog, rebuilt by the data loop.
     pub suggestions: Arc<Suggestions>,
+    /// Distribution-shift monitoring (`drift.enabled`).
+    pub drift: Option<Arc<DriftMonitor>>,
     _dir: DataDir,
 }
 
@@ -127,6 +130,31 @@ impl Engine {
             None => build_models(&state, &config, true, None),
         };
         let train_ranker = initial.ranker.is_none() && config.models.ranker.enabled;
+        let stop = Arc::new(AtomicBool::new(false));
+        // Drift monitoring against the loaded bundle's reference (none: the first window).
+        let drift = if config.drift.enabled {
+            let models_dir = cascade_index::bundle::models_dir(&config.data_dir);
+            let reference = Bundle::current(&models_dir)
+                .ok()
+                .flatten()
+                .and_then(|dir| cascade_training::drift::read(&dir));
+            let (m, thread) = DriftMonitor::spawn(
+                config.drift.clone(),
+                state.clone(),
+                models_dir,
+                &initial.version,
+                reference,
+                stop.clone(),
+            )
+            .map_err(|e| RuntimeError::Io(format!("drift thread: {e}")))?;
+            Some((m, thread))
+        } else {
+            None
+        };
+        let (drift, drift_thread) = match drift {
+            Some((m, t)) => (Some(m), Some(t)),
+            None => (None, None),
+        };
         let models = Arc::new(ModelStore::new(initial));
         let threads = match config.pipeline.cpu_threads {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -134,10 +162,15 @@ impl Engine {
         };
         let pool = Arc::new(CpuPool::new(threads).map_err(|e| RuntimeError::Io(e.to_string()))?);
         let writer = {
-            let st = state.clone();
+            let (st, drift) = (state.clone(), drift.clone());
             Arc::new(LogWriter::spawn(
                 log,
-                Box::new(move |m, seq| st.apply_logged(m, seq)),
+                Box::new(move |m, seq| {
+                    st.apply_logged(m, seq);
+                    if let Some(d) = &drift {
+                        d.observe_mutation(m);
+                    }
+                }),
                 config.storage.queue,
             )?)
         };
@@ -174,6 +207,9 @@ impl Engine {
             )),
         };
         let queue: Arc<dyn MutationQueue> = Arc::new(sink.clone());
+        let observer = drift
+            .clone()
+            .map(|d| d as Arc<dyn cascade_surfaces::ServedObserver>);
         let pipelines = config
             .surfaces
             .iter()
@@ -181,13 +217,18 @@ impl Engine {
                 Ok((
                     name.clone(),
                     Arc::new(
-                        cascade_surfaces::build_pipeline(surface, name, Some(&queue), &env.pool)
-                            .map_err(RuntimeError::Config)?,
+                        cascade_surfaces::build_pipeline(
+                            surface,
+                            name,
+                            Some(&queue),
+                            observer.as_ref(),
+                            &env.pool,
+                        )
+                        .map_err(RuntimeError::Config)?,
                     ),
                 ))
             })
             .collect::<Result<HashMap<_, _>, RuntimeError>>()?;
-        let stop = Arc::new(AtomicBool::new(false));
         let folder = Arc::new(parking_lot::Mutex::new(ItemFolder::new()));
         // The ranker trains in the background: the engine answers at once, in the pre-ranker's
         // order (`degraded` says so), and the trees are published when ready.
@@ -229,7 +270,7 @@ impl Engine {
             .flat_map(|x| x.arms.iter().filter_map(|a| a.models.clone()))
             .collect();
         let suggestions = Arc::new(Suggestions::build(&state));
-        let handle = spawn_data_loop(
+        let mut handle = spawn_data_loop(
             state,
             models,
             arm_stores,
@@ -238,6 +279,7 @@ impl Engine {
             config.clone(),
             stop.clone(),
         )?;
+        handle.extend(drift_thread);
         tracing::info!(ms = started.elapsed().as_millis() as u64, "engine ready");
         Ok(Arc::new(Self {
             config,
@@ -255,6 +297,7 @@ impl Engine {
             activating: AtomicBool::new(false),
             experiments,
             suggestions,
+            drift,
             _dir: dir,
         }))
     }
@@ -295,8 +338,14 @@ impl Engine {
         let err = |e: cascade_scaleout::ScaleoutError| RuntimeError::Bus(e.to_string());
         let last = bus.last_seq().await.map_err(err)?;
         let state = self.env.state.clone();
+        let drift = self.drift.clone();
         let replication = bus
-            .replicate(1, move |_, m| state.apply(&m))
+            .replicate(1, move |_, m| {
+                state.apply(&m);
+                if let Some(d) = &drift {
+                    d.observe_mutation(&m);
+                }
+            })
             .await
             .map_err(err)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -365,6 +414,34 @@ impl Engine {
         }
         let p = self.pipelines.get(surface)?;
         Some(p.execute(&self.env, query).await)
+    }
+
+    /// Feeds the events logged after the active bundle's training data to the drift monitor
+    /// and waits until they are counted: what `cascade drift --data-dir` reports, since a
+    /// stopped server has no live windows (the served-list signals need a running one).
+    /// Returns the events fed.
+    pub fn drift_from_log(&self) -> Result<u64, RuntimeError> {
+        let Some(m) = &self.drift else {
+            return Ok(0);
+        };
+        let models_dir = cascade_index::bundle::models_dir(&self.config.data_dir);
+        let since = Bundle::current(&models_dir)
+            .ok()
+            .flatten()
+            .and_then(|d| Bundle::read_manifest(&d).ok())
+            .map_or(i64::MIN, |b| b.data.last_event_ms);
+        let mut n = 0;
+        for mu in cascade_storage::EventLog::read_all(&self._dir.log_dir())? {
+            if let Mutation::Events(v) = mu {
+                let after: Vec<_> = v.into_iter().filter(|e| e.ts > since).collect();
+                if !after.is_empty() {
+                    n += after.len() as u64;
+                    m.feed(after);
+                }
+            }
+        }
+        m.flush(Duration::from_secs(60));
+        Ok(n)
     }
 
     /// Suggestions for a prefix (see [`Suggestions::suggest`]).

@@ -145,5 +145,5 @@ fn surface_pipeline(
         .surfaces
         .get(surface)
         .ok_or_else(|| RuntimeError::Config(format!("surfaces.{surface} missing")))?;
-    build_pipeline(s, surface, writer, pool).map_err(RuntimeError::Config)
+    build_pipeline(s, surface, writer, None, pool).map_err(RuntimeError::Config)
 }

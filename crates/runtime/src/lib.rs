@@ -6,6 +6,7 @@
 pub mod backfill;
 pub mod config;
 mod data_loop;
+pub mod drift;
 pub mod engine;
 pub mod error;
 pub mod experiments;

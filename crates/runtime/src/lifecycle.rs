@@ -134,6 +134,9 @@ impl Engine {
             .map_err(|e| RuntimeError::Io(format!("registry write panicked: {e}")))?
             .map_err(|e| RuntimeError::Io(e.to_string()))?;
         self.env.models.replace(models);
+        if let Some(d) = &self.drift {
+            d.activate(version, cascade_training::drift::read(&dir.join(version)));
+        }
         metrics::counter!("cascade_model_activations_total").increment(1);
         tracing::info!(version, previous = %previous.version, "model bundle activated");
         Ok(Activation {

@@ -21,6 +21,7 @@ const SECTIONS: &[&str] = &[
     "faults",
     "surfaces",
     "experiments",
+    "drift",
 ];
 
 /// The engine's sections (reached through `Deref`: `config.models`, `config.data_dir`)

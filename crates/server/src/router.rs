@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorBody};
 use crate::observe;
 use crate::resources::{
-    editorial, events, experiments, faults, health, items, models, recommendations, similar,
+    drift, editorial, events, experiments, faults, health, items, models, recommendations, similar,
     suggest, users,
 };
 use crate::state::AppState;
@@ -83,6 +83,7 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
         .merge(faults::routes())
         .merge(models::routes())
         .merge(experiments::routes())
+        .merge(drift::routes())
         .route_layer(middleware::from_fn_with_state(admin_limit, shed))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Admin),

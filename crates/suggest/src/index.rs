@@ -102,6 +102,7 @@ impl Default for SuggestIndex {
 impl SuggestIndex {
     /// Indexes every word of every entry.
     pub fn build(entries: Vec<Entry>) -> Self {
+        let entries = in_tie_order(entries);
         // (word, best entry first, entry): the score travels in the key, so the sort reads
         // no entry (at 10M titles the indirection was most of the build).
         let mut pairs: Vec<(&str, Reverse<u32>, u32)> = entries
@@ -166,7 +167,14 @@ impl SuggestIndex {
                     + e.text.len()
                     + e.tokens
                         .iter()
-                        .map(|t| std::mem::size_of::<Token>() + t.norm.len())
+                        .map(|t| {
+                            let heap = if t.norm.is_heap_allocated() {
+                                t.norm.len()
+                            } else {
+                                0
+                            };
+                            std::mem::size_of::<Token>() + heap
+                        })
                         .sum::<usize>()
             })
             .sum();
@@ -247,31 +255,34 @@ impl SuggestIndex {
             let target = tier.min(cap);
             // The `need` best final scores of the `target` class so far (a min-heap).
             let mut best: BinaryHeap<Reverse<Score>> = BinaryHeap::new();
-            // Heads of this tier's lists, best static score first.
-            let mut heads: BinaryHeap<(Score, Reverse<u64>, Reverse<usize>)> = lists
+            // Heads of this tier's lists, best static score first, then in entry order (the
+            // ranking's tie order, see `in_tie_order`).
+            let mut heads: BinaryHeap<Head> = lists
                 .iter()
                 .filter_map(|&k| {
                     let &e = self.list(k).first()?;
                     Some((
                         Score(self.entries[e as usize].score),
+                        Reverse(e),
                         Reverse(k),
                         Reverse(0),
                     ))
                 })
                 .collect();
-            while let Some((Score(top), Reverse(k), Reverse(at))) = heads.pop() {
+            while let Some((Score(top), Reverse(e), Reverse(k), Reverse(at))) = heads.pop() {
+                // Nothing left can beat the `need`-th best: with no boost, not even a tie
+                // (it comes later in the tie order).
                 if best.len() >= need
-                    && best
-                        .peek()
-                        .is_some_and(|Reverse(Score(min))| top + max_boost < *min)
+                    && best.peek().is_some_and(|Reverse(Score(min))| {
+                        top + max_boost < *min || (max_boost == 0.0 && top <= *min)
+                    })
                 {
                     break;
                 }
                 let list = self.list(k);
-                let e = list[at];
                 if let Some(&next) = list.get(at + 1) {
                     let s = Score(self.entries[next as usize].score);
-                    heads.push((s, Reverse(k), Reverse(at + 1)));
+                    heads.push((s, Reverse(next), Reverse(k), Reverse(at + 1)));
                 }
                 scanned += 1;
                 if scanned > MAX_POSTINGS {
@@ -340,7 +351,7 @@ impl SuggestIndex {
             );
         }
         if let Some(lev) = (dist > 0).then(|| Lev::new(word, dist, open)).flatten() {
-            take(&mut fuzzy, self.terms.search(lev), MAX_FUZZY_TERMS);
+            crate::automaton::walk(self.terms.as_fst(), &lev, MAX_FUZZY_TERMS, &mut fuzzy);
         }
         exact.sort_unstable();
         prefix.retain(|k| !exact.contains(k));
@@ -348,6 +359,22 @@ impl SuggestIndex {
         fuzzy.retain(|k| exact.binary_search(k).is_err() && prefix.binary_search(k).is_err());
         [exact, prefix, fuzzy]
     }
+}
+
+/// Entries ordered as the ranking breaks ties (shorter text, then id), so that posting lists,
+/// sorted by score and then entry, come in ranking order and a scan can stop at a tie.
+fn in_tie_order(entries: Vec<Entry>) -> Vec<Entry> {
+    let order: Vec<usize> = {
+        let mut keys: Vec<(usize, &str, usize)> = entries
+            .par_iter()
+            .enumerate()
+            .map(|(i, e)| (e.text.chars().count(), e.id.as_str(), i))
+            .collect();
+        keys.par_sort_unstable();
+        keys.into_iter().map(|k| k.2).collect()
+    };
+    let mut slots: Vec<Option<Entry>> = entries.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 /// `f32` bits that sort as the numbers do (negative below positive).
@@ -359,6 +386,9 @@ fn sortable(x: f32) -> u32 {
 /// A score ordered totally (for the heaps).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Score(f32);
+
+/// A posting list's head in the merge: (static score, entry, list, position).
+type Head = (Score, Reverse<u32>, Reverse<u64>, Reverse<usize>);
 
 impl Eq for Score {}
 

@@ -50,10 +50,24 @@ pub fn word_match(word: &str, token: &str, open: bool) -> Option<(Class, usize)>
     if (!open && wlen.abs_diff(tlen) > d as usize) || (open && tlen + (d as usize) < wlen) {
         return None;
     }
+    matched_len(word, token, d, open).map(|len| (Class::Fuzzy, len))
+}
+
+/// Whether `token` (`open`: a prefix of it) is within `limit` edits of `word`, the first
+/// character equal (search engines' suggesters never take it for a typo: it keeps the walk
+/// over a large catalog's words to one first letter).
+#[cfg(test)]
+pub(crate) fn within(word: &str, token: &str, limit: u32, open: bool) -> bool {
+    matched_len(word, token, limit, open).is_some()
+}
+
+/// [`within`], with how many characters of `token` matched.
+fn matched_len(word: &str, token: &str, limit: u32, open: bool) -> Option<usize> {
     let mut w = ['\0'; WORD];
     let mut t = ['\0'; WORD + 2];
+    let (wlen, tlen) = (word.chars().count(), token.chars().count());
     // A prefix needs only the token's first characters.
-    if wlen > WORD || (!open && tlen > WORD + 2) {
+    if wlen > WORD || wlen == 0 || (!open && tlen > WORD + 2) {
         return None;
     }
     let tlen = tlen.min(WORD + 2);
@@ -63,17 +77,14 @@ pub fn word_match(word: &str, token: &str, open: bool) -> Option<(Class, usize)>
     for (slot, c) in t.iter_mut().zip(token.chars()) {
         *slot = c;
     }
-    // No typo in the first character (as search engines' suggesters do): it keeps the walk
-    // over a large catalog's words to one first letter.
     if tlen == 0 || w[0] != t[0] {
         return None;
     }
     let (w, t) = (&w[1..wlen], &t[1..tlen]);
     if open {
-        let (dist, at) = prefix_distance(w, t, d)?;
-        (dist <= d).then_some((Class::Fuzzy, at + 1))
+        prefix_distance(w, t, limit).map(|(_, at)| at + 1)
     } else {
-        (distance(w, t, d)? <= d).then_some((Class::Fuzzy, tlen))
+        distance(w, t, limit).map(|_| tlen)
     }
 }
 

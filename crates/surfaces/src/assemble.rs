@@ -4,7 +4,7 @@
 use crate::config::{
     FilterKind, HydratorKind, SelectorKind, SideEffectKind, SourceKind, SurfaceConfig,
 };
-use crate::impressions::{ImpressionLogger, MutationQueue};
+use crate::impressions::{ImpressionLogger, MutationQueue, ServedObserver, ServedTap};
 use cascade_pipeline::{
     CandidateSource, ComponentError, CpuPool, Filter, Hydrator, Pipeline, Scorer, Selector,
     SideEffect, SourceSlot, StageBudgets,
@@ -31,6 +31,7 @@ pub fn build_pipeline(
     s: &SurfaceConfig,
     surface: &str,
     queue: Option<&Arc<dyn MutationQueue>>,
+    observer: Option<&Arc<dyn ServedObserver>>,
     pool: &Arc<CpuPool>,
 ) -> Result<Pipeline, String> {
     let sources: Vec<SourceSlot> = s
@@ -135,6 +136,9 @@ pub fn build_pipeline(
             match k {
                 SideEffectKind::Impressions => Some(Arc::new(ImpressionLogger {
                     queue: queue?.clone(),
+                })),
+                SideEffectKind::Drift => Some(Arc::new(ServedTap {
+                    observer: observer?.clone(),
                 })),
             }
         })

@@ -165,6 +165,8 @@ pub enum SelectorKind {
 #[serde(rename_all = "snake_case")]
 pub enum SideEffectKind {
     Impressions,
+    /// Served lists to the drift monitor.
+    Drift,
 }
 
 impl Default for SurfaceConfig {
@@ -207,7 +209,7 @@ impl Default for SurfaceConfig {
             blocklist: cascade_policy::BlocklistConfig::default(),
             boosts: Vec::new(),
             frequency_cap: cascade_policy::FrequencyCapConfig::default(),
-            side_effects: vec![SideEffectKind::Impressions],
+            side_effects: vec![SideEffectKind::Impressions, SideEffectKind::Drift],
             reasons: ReasonTemplates::default(),
             fallback: true,
         }

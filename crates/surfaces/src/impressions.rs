@@ -61,3 +61,25 @@ impl SideEffect for ImpressionLogger {
         Ok(())
     }
 }
+
+/// What watches served lists off the request path (drift monitoring): it must return at
+/// once, copying what it needs into its own bounded queue.
+pub trait ServedObserver: Send + Sync + std::fmt::Debug {
+    fn observe(&self, ctx: &RequestCtx, result: &PipelineResult);
+}
+
+/// Hands every served list to the observer (the `drift` side effect).
+pub struct ServedTap {
+    pub observer: Arc<dyn ServedObserver>,
+}
+
+impl SideEffect for ServedTap {
+    fn name(&self) -> &str {
+        "drift"
+    }
+
+    fn run(&self, ctx: &RequestCtx, result: &PipelineResult) -> Result<(), ComponentError> {
+        self.observer.observe(ctx, result);
+        Ok(())
+    }
+}

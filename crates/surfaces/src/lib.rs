@@ -11,4 +11,4 @@ pub use config::{
     FilterKind, HydratorKind, SelectorKind, SideEffectKind, SourceConfig, SourceKind,
     SurfaceConfig, Surfaces, default_surfaces, validate_surfaces,
 };
-pub use impressions::{ImpressionLogger, MutationQueue};
+pub use impressions::{ImpressionLogger, MutationQueue, ServedObserver, ServedTap};

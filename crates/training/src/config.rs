@@ -1,6 +1,7 @@
 //! The training sections (`[models]` with its `ranker` and `gate` tables) and the view of the
 //! configuration that training reads ([`TrainConfig`]): features, models and surfaces.
 
+pub use cascade_drift::DriftSection;
 pub use cascade_features::FeaturesSection;
 use cascade_index::{AlsConfig, AnnConfig, CoVisConfig};
 use cascade_surfaces::SurfaceConfig;
@@ -13,6 +14,8 @@ pub trait TrainConfig: Sync {
     fn features(&self) -> &FeaturesSection;
     fn models(&self) -> &ModelsSection;
     fn surfaces(&self) -> &Surfaces;
+    /// How a bundle's drift reference is captured (requests served, bins, labels).
+    fn drift(&self) -> &cascade_drift::DriftSection;
 
     /// The surface named `name`; an error naming the key when it is not configured.
     fn surface(&self, name: &str) -> Result<&SurfaceConfig, String> {
@@ -22,12 +25,13 @@ pub trait TrainConfig: Sync {
     }
 }
 
-/// The three sections training reads, with the built-in defaults.
+/// The sections training reads, with the built-in defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainSettings {
     pub features: FeaturesSection,
     pub models: ModelsSection,
     pub surfaces: Surfaces,
+    pub drift: cascade_drift::DriftSection,
 }
 
 impl Default for TrainSettings {
@@ -36,6 +40,7 @@ impl Default for TrainSettings {
             features: FeaturesSection::default(),
             models: ModelsSection::default(),
             surfaces: cascade_surfaces::default_surfaces(),
+            drift: cascade_drift::DriftSection::default(),
         }
     }
 }
@@ -58,6 +63,10 @@ macro_rules! impl_train_config {
 
             fn surfaces(&self) -> &$crate::config::Surfaces {
                 &self$(.$via)?.surfaces
+            }
+
+            fn drift(&self) -> &$crate::config::DriftSection {
+                &self$(.$via)?.drift
             }
         }
     };

@@ -6,6 +6,7 @@
 
 pub mod artifacts;
 pub mod config;
+pub mod drift;
 pub mod error;
 pub mod gate;
 pub mod lists;

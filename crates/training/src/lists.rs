@@ -189,6 +189,7 @@ pub fn offline_env(
             config.surface(surface).map_err(TrainingError::Config)?,
             surface,
             None,
+            None,
             &pool,
         )
         .map_err(TrainingError::Config)?,

@@ -5,10 +5,11 @@
 use crate::artifacts::{self, Progress, TrainOptions};
 use crate::config::TrainConfig;
 use crate::error::TrainingError;
-use crate::{gate, ranker};
+use crate::{drift, gate, ranker};
 use cascade_features::State;
 use cascade_index::Bundle;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What a run is asked to do beyond the configuration.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +34,7 @@ pub struct RunOutcome {
 /// Trains on `state` (replayed from the log under `log_dir`) and saves the bundle into the
 /// registry at `models_dir`.
 pub fn train_and_save(
-    state: &State,
+    state: &Arc<State>,
     log_dir: &Path,
     models_dir: &Path,
     config: &dyn TrainConfig,
@@ -50,8 +51,8 @@ pub fn train_and_save(
     let active = Bundle::current(models_dir)?;
     let mut promoted = true;
     let mut gate_skipped = None;
+    let mutations = cascade_storage::EventLog::read_all(log_dir)?;
     if let Some(active) = active.filter(|_| config.models().gate.enabled && !opts.force) {
-        let mutations = cascade_storage::EventLog::read_all(log_dir)?;
         match gate::evaluate(config, &mutations, &active, &|s, d, n| {
             progress(&format!("gate: {s}"), d, n)
         }) {
@@ -63,7 +64,20 @@ pub fn train_and_save(
             Err(e) => gate_skipped = Some(e.to_string()),
         }
     }
-    let path = bundle.save_as(models_dir, promoted)?;
+    let path = bundle.save_as(models_dir, false)?;
+    // The drift reference: what this bundle serves the training period's users, beside it
+    // before it can become current (a bundle without one gets its reference live).
+    if config.drift().enabled {
+        progress("drift reference", 0, 1);
+        match drift::capture(config, config.drift(), state, &path, &mutations) {
+            Ok(profile) => drift::write(&path, &profile)?,
+            Err(e) => tracing::warn!(error = %e, "no drift reference for this bundle"),
+        }
+        progress("drift reference", 1, 1);
+    }
+    if promoted {
+        Bundle::make_current(models_dir, &bundle.manifest.version)?;
+    }
     Ok(RunOutcome {
         bundle,
         path,

@@ -1,6 +1,7 @@
 //! One module per resource of the API: its request and response types, its handlers and its
 //! routes. The router puts each resource's routes in their access group.
 
+pub mod drift;
 pub mod editorial;
 pub mod events;
 pub mod experiments;

@@ -250,6 +250,7 @@ async fn openapi_and_metrics_describe_the_service() {
         ("/v1/admin/models/rollback", "post"),
         ("/v1/admin/experiments", "get"),
         ("/v1/admin/experiments/{name}", "get"),
+        ("/v1/admin/drift", "get"),
     ];
     for (path, method) in expect {
         assert!(

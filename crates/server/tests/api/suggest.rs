@@ -128,6 +128,8 @@ async fn suggestions_follow_the_catalog_and_never_show_what_the_feed_would_not()
         .await;
     assert_eq!(st, 200);
     within(&s, "q=metrop", 1000, |v| has(v, "item", "i9")).await;
+    // ...and is no longer found by its old title.
+    assert!(!has(&suggest(&s, "q=film%209").await, "item", "i9"));
     // Bad parameters are 400s naming the field; an unknown surface is 404.
     for (q, field) in [
         ("q=", "q"),
