@@ -62,8 +62,8 @@ fn print(r: &Value) {
         r["window"]["memory_bytes"],
     );
     println!(
-        "{:<44} {:<4} {:>9} {:<17} {:>9} {:>9}  moved most",
-        "signal", "kind", "value", "status", "reference", "window"
+        "{:<44} {:<4} {:>9} {:>8} {:<17} {:>9} {:>9}  moved most",
+        "signal", "kind", "value", "alert at", "status", "reference", "window"
     );
     for s in r["signals"].as_array().into_iter().flatten() {
         let moved = match (s["reference_rate"].as_f64(), s["window_rate"].as_f64()) {
@@ -82,10 +82,11 @@ fn print(r: &Value) {
                 .unwrap_or_default(),
         };
         println!(
-            "{:<44} {:<4} {:>9.4} {:<17} {:>9} {:>9}  {moved}",
+            "{:<44} {:<4} {:>9.4} {:>8.3} {:<17} {:>9} {:>9}  {moved}",
             s["name"].as_str().unwrap_or("?"),
             s["kind"].as_str().unwrap_or("?"),
             s["value"].as_f64().unwrap_or(0.0),
+            s["alert_at"].as_f64().unwrap_or(0.0),
             s["status"].as_str().unwrap_or("?"),
             s["reference_count"],
             s["window_count"],

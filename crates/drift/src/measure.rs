@@ -44,13 +44,21 @@ pub fn jensen_shannon(reference: &[u64], live: &[u64]) -> f64 {
 /// (positive when the live rate is higher); 0 when either side is empty or the pooled rate
 /// is 0 or 1.
 pub fn two_proportion_z(ref_hits: u64, ref_n: u64, live_hits: u64, live_n: u64) -> f64 {
-    if ref_n == 0 || live_n == 0 {
+    clustered_z([ref_hits, ref_n, ref_n], [live_hits, live_n, live_n])
+}
+
+/// The two-proportion z when trials come in units (`[hits, trials, units]`) whose trials
+/// move together: the shares are per trial, the variance per unit — exact when each unit is
+/// one trial, conservative (as if a unit's trials were one) otherwise.
+pub fn clustered_z(reference: [u64; 3], live: [u64; 3]) -> f64 {
+    let [h1, n1, u1] = reference;
+    let [h2, n2, u2] = live;
+    if n1 == 0 || n2 == 0 || u1 == 0 || u2 == 0 {
         return 0.0;
     }
-    let (n1, n2) = (ref_n as f64, live_n as f64);
-    let (p1, p2) = (ref_hits as f64 / n1, live_hits as f64 / n2);
-    let p = (ref_hits + live_hits) as f64 / (n1 + n2);
-    let se = (p * (1.0 - p) * (1.0 / n1 + 1.0 / n2)).sqrt();
+    let (p1, p2) = (h1 as f64 / n1 as f64, h2 as f64 / n2 as f64);
+    let p = (h1 + h2) as f64 / (n1 + n2) as f64;
+    let se = (p * (1.0 - p) * (1.0 / u1 as f64 + 1.0 / u2 as f64)).sqrt();
     if se > 0.0 { (p2 - p1) / se } else { 0.0 }
 }
 
@@ -75,6 +83,13 @@ mod tests {
         let z = two_proportion_z(1000, 10_000, 1200, 10_000);
         assert!((z - 4.5).abs() < 0.1, "{z}");
         assert_eq!(two_proportion_z(0, 0, 5, 10), 0.0);
+        // Trials in lists of twenty: the same shares, judged on the lists.
+        let lists = clustered_z([1000, 10_000, 500], [1200, 10_000, 500]);
+        assert!(lists > 0.0 && lists < z / 4.0, "{lists} vs {z}");
+        assert_eq!(
+            clustered_z([1000, 10_000, 10_000], [1200, 10_000, 10_000]),
+            z
+        );
     }
 
     proptest! {

@@ -15,7 +15,9 @@ pub enum SketchKind {
     Categorical,
     /// Shares of a mix (e.g. candidate sources); compared by Jensen–Shannon.
     Mix,
-    /// A proportion, `[hits, trials]`; compared by a two-proportion test.
+    /// A proportion, `[hits, trials, units]`; compared by a two-proportion test over the
+    /// units (each `rate` call is one: a request's list, an event), since trials within one
+    /// unit move together (the twenty items of one list are not twenty samples).
     Rate,
 }
 
@@ -34,8 +36,20 @@ pub struct Sketch {
     /// Categorical and mix: the bins' labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
-    /// Per bin; a rate's are `[hits, trials]`.
+    /// Per bin; a rate's are `[hits, trials, units]` (references written before units were
+    /// counted have `[hits, trials]`: each trial its own unit).
     pub counts: Vec<u64>,
+    /// A reference's own variation over time: the period it was captured over is cut into
+    /// [`PARTS`] consecutive parts, and this is the second-largest measure between a part and
+    /// the whole, less what sampling alone gives a part that size. A signal that normal
+    /// traffic moves that much from one part of the day to another (what is trending, who is
+    /// awake) cannot alarm at that level.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub noise: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Sketch {
@@ -45,6 +59,11 @@ impl Sketch {
             SketchKind::Rate => self.counts.get(1).copied().unwrap_or(0),
             _ => self.counts.iter().sum(),
         }
+    }
+
+    /// A rate's independent units (its trials when they were not counted).
+    pub fn units(&self) -> u64 {
+        self.counts.get(2).copied().unwrap_or_else(|| self.total())
     }
 
     /// The bin of a numeric value (NaN in the first).
@@ -75,7 +94,10 @@ impl Sketch {
                     (None, None) => "all".into(),
                 }
             }
-            SketchKind::Rate => ["hits", "trials"].get(bin).unwrap_or(&"").to_string(),
+            SketchKind::Rate => ["hits", "trials", "units"]
+                .get(bin)
+                .unwrap_or(&"")
+                .to_string(),
             _ => self.labels.get(bin).cloned().unwrap_or_default(),
         }
     }
@@ -114,19 +136,23 @@ pub const MAX_SAMPLE: usize = 20_000;
 #[derive(Debug, Default)]
 pub struct ProfileBuilder {
     numeric: BTreeMap<String, Reservoir>,
-    labels: BTreeMap<String, (SketchKind, BTreeMap<String, u64>)>,
-    rates: BTreeMap<String, [u64; 2]>,
+    /// Per label, the counts of each part.
+    labels: BTreeMap<String, (SketchKind, BTreeMap<String, [u64; PARTS]>)>,
+    rates: BTreeMap<String, [u64; 3]>,
+    /// The part observations now go to ([`ProfileBuilder::part`]).
+    part: usize,
 }
 
 #[derive(Debug, Default)]
 struct Reservoir {
     seen: u64,
-    values: Vec<f32>,
+    /// A uniform sample of the values, each with the part it came from.
+    values: Vec<(f32, u8)>,
     rng: u64,
 }
 
 impl Reservoir {
-    fn add(&mut self, v: f32) {
+    fn add(&mut self, v: (f32, u8)) {
         self.seen += 1;
         if self.values.len() < MAX_SAMPLE {
             self.values.push(v);
@@ -143,13 +169,50 @@ impl Reservoir {
     }
 }
 
+/// Consecutive parts of a reference's period, for [`Sketch::noise`].
+pub const PARTS: usize = 20;
+
+/// Parts with fewer observations say nothing of the variation.
+const MIN_PART: u64 = 30;
+
+/// [`Sketch::noise`] from the counts of each part.
+fn noise(kind: SketchKind, parts: &[Vec<u64>]) -> f64 {
+    let Some(bins) = parts.first().map(Vec::len) else {
+        return 0.0;
+    };
+    let whole: Vec<u64> = (0..bins)
+        .map(|b| parts.iter().map(|p| p[b]).sum())
+        .collect();
+    let n = whole.iter().sum::<u64>() as f64;
+    let mut over: Vec<f64> = parts
+        .iter()
+        .filter(|p| p.iter().sum::<u64>() >= MIN_PART)
+        .map(|p| {
+            let m = p.iter().sum::<u64>() as f64;
+            // What sampling alone gives: PSI ≈ χ²/n, whose mean is (bins − 1)/n per side;
+            // Jensen–Shannon (bits) is about PSI / (8 ln 2) for small moves.
+            let sampling = (bins.saturating_sub(1)) as f64 * (1.0 / m + 1.0 / n);
+            let (value, bias) = match kind {
+                SketchKind::Mix => (
+                    crate::measure::jensen_shannon(&whole, p),
+                    sampling / (8.0 * std::f64::consts::LN_2),
+                ),
+                _ => (crate::measure::psi(&whole, p), sampling),
+            };
+            (value - bias).max(0.0)
+        })
+        .collect();
+    over.sort_unstable_by(|a, b| b.total_cmp(a));
+    over.get(1).or(over.first()).copied().unwrap_or(0.0)
+}
+
 /// Where observations go: a [`ProfileBuilder`] at training time, a live window when serving
 /// (the same code feeds both, so reference and window measure the same thing).
 pub trait Observer {
     fn numeric(&mut self, name: &str, v: f32);
     /// Counts `n` of `label` (categorical) — or of a mix's component when `mix`.
     fn label(&mut self, name: &str, mix: bool, label: &str, n: u64);
-    /// Adds `hits` and `trials` to a proportion.
+    /// Adds `hits` and `trials` to a proportion: one independent unit of it.
     fn rate(&mut self, name: &str, hits: u64, trials: u64);
 }
 
@@ -166,6 +229,8 @@ impl Observer for ProfileBuilder {
         let r = self.rates.entry(name.to_string()).or_default();
         r[0] += hits;
         r[1] += trials;
+        // A call with hits alone (a click, counted against earlier impressions) adds none.
+        r[2] += u64::from(trials > 0);
     }
 }
 
@@ -177,7 +242,13 @@ impl ProfileBuilder {
                 rng: 0x9E37_79B9_7F4A_7C15,
                 ..Reservoir::default()
             })
-            .add(v);
+            .add((v, self.part as u8));
+    }
+
+    /// Observations from now on belong to part `i` (0 up to [`PARTS`]` - 1`, in time order)
+    /// of the period (see [`Sketch::noise`]); all go to part 0 unless this is called.
+    pub fn part(&mut self, i: usize) {
+        self.part = i.min(PARTS - 1);
     }
 
     /// Counts `n` of `label` (categorical) — or of a mix's component when `mix`.
@@ -187,13 +258,13 @@ impl ProfileBuilder {
         } else {
             SketchKind::Categorical
         };
-        *self
-            .labels
+        let part = self.part;
+        self.labels
             .entry(name.to_string())
             .or_insert_with(|| (kind, BTreeMap::new()))
             .1
             .entry(label.to_string())
-            .or_default() += n;
+            .or_insert([0; PARTS])[part] += n;
     }
 
     /// Declares labels that must have a bin even when never seen (a mix's every component).
@@ -214,7 +285,7 @@ impl ProfileBuilder {
             + self
                 .labels
                 .values()
-                .map(|l| l.1.values().sum::<u64>())
+                .map(|l| l.1.values().map(|c| c.iter().sum::<u64>()).sum::<u64>())
                 .sum::<u64>()
             + self.rates.values().map(|r| r[1]).sum::<u64>()
     }
@@ -224,9 +295,10 @@ impl ProfileBuilder {
     pub fn finish(self, source: &str, at_ms: i64, bins: usize, max_labels: usize) -> Profile {
         let mut sketches = Vec::new();
         for (name, r) in self.numeric {
-            let mut v = r.values;
-            v.retain(|x| !x.is_nan());
-            v.sort_unstable_by(f32::total_cmp);
+            let mut tagged = r.values;
+            tagged.retain(|x| !x.0.is_nan());
+            tagged.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            let v: Vec<f32> = tagged.iter().map(|x| x.0).collect();
             let mut edges: Vec<f32> = (1..bins.max(1))
                 .filter_map(|i| v.get((i * v.len() / bins).checked_sub(1)?).copied())
                 .collect();
@@ -241,32 +313,46 @@ impl ProfileBuilder {
                 edges,
                 labels: Vec::new(),
                 counts: Vec::new(),
+                noise: 0.0,
             };
-            s.counts = vec![0; s.edges.len() + 1];
-            for &x in &v {
-                let b = s.bin(x);
-                s.counts[b] += 1;
+            let mut parts = vec![vec![0; s.edges.len() + 1]; PARTS];
+            for &(x, h) in &tagged {
+                parts[usize::from(h).min(PARTS - 1)][s.bin(x)] += 1;
             }
+            s.counts = (0..s.edges.len() + 1)
+                .map(|b| parts.iter().map(|p| p[b]).sum())
+                .collect();
+            s.noise = noise(SketchKind::Numeric, &parts);
             sketches.push(s);
         }
         for (name, (kind, counts)) in self.labels {
-            let mut by_count: Vec<(String, u64)> = counts.into_iter().collect();
-            let (labels, counts): (Vec<String>, Vec<u64>) = if kind == SketchKind::Mix {
+            let mut by_count: Vec<(String, [u64; PARTS])> = counts.into_iter().collect();
+            let (labels, split): (Vec<String>, Vec<[u64; PARTS]>) = if kind == SketchKind::Mix {
                 by_count.into_iter().unzip()
             } else {
-                by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-                let rest: u64 = by_count.iter().skip(max_labels).map(|x| x.1).sum();
+                let sum = |c: &[u64; PARTS]| c.iter().sum::<u64>();
+                by_count.sort_by(|a, b| sum(&b.1).cmp(&sum(&a.1)).then(a.0.cmp(&b.0)));
+                let mut rest = [0u64; PARTS];
+                for x in by_count.iter().skip(max_labels) {
+                    for (r, c) in rest.iter_mut().zip(&x.1) {
+                        *r += c;
+                    }
+                }
                 by_count.truncate(max_labels);
                 by_count.retain(|x| x.0 != OTHER);
                 by_count.push((OTHER.to_string(), rest));
                 by_count.into_iter().unzip()
             };
+            let parts: Vec<Vec<u64>> = (0..PARTS)
+                .map(|p| split.iter().map(|c| c[p]).collect())
+                .collect();
             sketches.push(Sketch {
                 name,
                 kind,
                 edges: Vec::new(),
                 labels,
-                counts,
+                counts: split.iter().map(|c| c.iter().sum()).collect(),
+                noise: noise(kind, &parts),
             });
         }
         for (name, r) in self.rates {
@@ -276,6 +362,8 @@ impl ProfileBuilder {
                 edges: Vec::new(),
                 labels: Vec::new(),
                 counts: r.to_vec(),
+                // The z test already weighs a rate's sampling error.
+                noise: 0.0,
             });
         }
         sketches.sort_by(|a, b| a.name.cmp(&b.name));
@@ -315,7 +403,7 @@ mod tests {
         assert_eq!(cat.total(), 10_000);
         assert_eq!(
             p.get("ctr").map(|s| s.counts.clone()),
-            Some(vec![1000, 10_000])
+            Some(vec![1000, 10_000, 10_000])
         );
         let mix = p.get("mix").expect("mix");
         assert_eq!(

@@ -2,7 +2,7 @@
 //! status against the thresholds (defaults, or the signal's own), and the bins that moved
 //! most; and the configuration section that holds those thresholds.
 
-use crate::measure::{jensen_shannon, psi, two_proportion_z};
+use crate::measure::{clustered_z, jensen_shannon, psi};
 use crate::profile::{Profile, Sketch, SketchKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -59,7 +59,12 @@ pub struct DriftSection {
     /// ...which also need the rate to move by at least this share of the reference's (a
     /// large sample makes a trivial change significant).
     pub rate_min_change: f64,
-    /// Per-signal levels by signal name, overriding the measure's.
+    /// The measure's levels rise to these multiples of a signal's own variation over the
+    /// reference's period (`Sketch::noise`: between its parts), so a signal that normal
+    /// traffic moves that much warns and alerts only beyond it.
+    pub noise_warn: f64,
+    pub noise_alert: f64,
+    /// Per-signal levels by signal name, overriding the measure's (and the noise floor).
     pub signals: BTreeMap<String, Threshold>,
     /// Requests served at training time to capture a bundle's reference.
     pub reference_requests: usize,
@@ -93,6 +98,8 @@ impl Default for DriftSection {
                 alert: 5.0,
             },
             rate_min_change: 0.2,
+            noise_warn: 1.5,
+            noise_alert: 3.0,
             signals: BTreeMap::new(),
             reference_requests: 2000,
             bins: 10,
@@ -114,6 +121,15 @@ impl DriftSection {
         check("psi", &self.psi)?;
         check("js", &self.js)?;
         check("rate_z", &self.rate_z)?;
+        if !(self.noise_warn.is_finite()
+            && self.noise_alert.is_finite()
+            && 0.0 <= self.noise_warn
+            && self.noise_warn <= self.noise_alert)
+        {
+            return Err(
+                "drift.noise_warn, drift.noise_alert: need 0 <= noise_warn <= noise_alert".into(),
+            );
+        }
         for (name, t) in &self.signals {
             check(&format!("signals.{name}"), t)?;
         }
@@ -143,12 +159,20 @@ impl DriftSection {
         Ok(())
     }
 
-    fn threshold(&self, name: &str, kind: SketchKind) -> Threshold {
-        self.signals.get(name).copied().unwrap_or(match kind {
+    /// The levels of a signal whose reference varies by `noise` between its halves.
+    fn threshold(&self, name: &str, kind: SketchKind, noise: f64) -> Threshold {
+        if let Some(t) = self.signals.get(name) {
+            return *t;
+        }
+        let t = match kind {
             SketchKind::Numeric | SketchKind::Categorical => self.psi,
             SketchKind::Mix => self.js,
             SketchKind::Rate => self.rate_z,
-        })
+        };
+        Threshold {
+            warn: t.warn.max(self.noise_warn * noise),
+            alert: t.alert.max(self.noise_alert * noise),
+        }
     }
 }
 
@@ -177,6 +201,11 @@ pub struct Signal {
     pub window_rate: Option<f64>,
     /// The bins whose share moved most (at most three).
     pub top_bins: Vec<Bin>,
+    /// The reference's own variation ([`crate::profile::Sketch::noise`]) and the levels
+    /// applied.
+    pub noise: f64,
+    pub warn_at: f64,
+    pub alert_at: f64,
 }
 
 /// Every signal the window and the reference share, worst first (status, then value).
@@ -200,7 +229,7 @@ pub fn evaluate(reference: &Profile, window: &Profile, cfg: &DriftSection) -> Ve
 
 fn compare(r: &Sketch, w: &Sketch, cfg: &DriftSection) -> Signal {
     let (rn, wn) = (r.total(), w.total());
-    let t = cfg.threshold(&w.name, w.kind);
+    let t = cfg.threshold(&w.name, w.kind, r.noise);
     let enough = rn >= cfg.min_count && wn >= cfg.min_count;
     let level = |v: f64| {
         if !enough {
@@ -220,7 +249,7 @@ fn compare(r: &Sketch, w: &Sketch, cfg: &DriftSection) -> Signal {
     match w.kind {
         SketchKind::Rate => {
             let (rh, wh) = (r.counts[0], w.counts[0]);
-            let z = two_proportion_z(rh, rn, wh, wn);
+            let z = clustered_z([rh, rn, r.units()], [wh, wn, w.units()]);
             let (rr, wr) = (rh as f64 / rn.max(1) as f64, wh as f64 / wn.max(1) as f64);
             let moved = (wr - rr).abs() >= cfg.rate_min_change * rr.max(1.0 / rn.max(1) as f64);
             let status = match level(z.abs()) {
@@ -237,6 +266,9 @@ fn compare(r: &Sketch, w: &Sketch, cfg: &DriftSection) -> Signal {
                 reference_rate: Some(rr),
                 window_rate: Some(wr),
                 top_bins: Vec::new(),
+                noise: r.noise,
+                warn_at: t.warn,
+                alert_at: t.alert,
             }
         }
         kind => {
@@ -269,6 +301,9 @@ fn compare(r: &Sketch, w: &Sketch, cfg: &DriftSection) -> Signal {
                 reference_rate: None,
                 window_rate: None,
                 top_bins: bins,
+                noise: r.noise,
+                warn_at: t.warn,
+                alert_at: t.alert,
             }
         }
     }
@@ -343,5 +378,44 @@ mod tests {
             v.iter().find(|x| x.name == "score").map(|x| x.status),
             Some(Status::Alert)
         );
+    }
+
+    #[test]
+    fn a_signal_that_varies_within_its_reference_alarms_only_beyond_that() {
+        // "What is trending": high in the first parts of the period, low in the last.
+        let mut b = ProfileBuilder::default();
+        for p in 0..crate::profile::PARTS {
+            b.part(p);
+            for i in 0..400 {
+                let shift = if p < crate::profile::PARTS / 2 {
+                    50.0
+                } else {
+                    0.0
+                };
+                b.numeric("trend", (i % 50) as f32 + shift);
+                b.numeric("steady", (i % 100) as f32);
+            }
+        }
+        let r = b.finish("ref", 0, 10, 10);
+        let (trend, steady) = (r.get("trend").expect("t"), r.get("steady").expect("s"));
+        assert!(trend.noise > 0.5, "{}", trend.noise);
+        assert!(steady.noise < 0.01, "{}", steady.noise);
+        // A window like the first parts: far from the whole reference, yet no further than
+        // normal traffic moves it.
+        let mut w = Windows::new(&r, 1000, 10);
+        let (t, s) = (w.slot("trend").expect("t"), w.slot("steady").expect("s"));
+        for i in 0..4000 {
+            w.add_numeric(0, t, (i % 50) as f32 + 50.0);
+            w.add_numeric(0, s, 95.0 + (i % 5) as f32);
+        }
+        let cfg = DriftSection::default();
+        let v = evaluate(&r, &w.window(0, 1000), &cfg);
+        let get = |n: &str| v.iter().find(|x| x.name == n).expect("signal");
+        assert!(get("trend").value > cfg.psi.alert, "{:?}", get("trend"));
+        assert_eq!(get("trend").status, Status::Ok, "{:?}", get("trend"));
+        assert_eq!(get("trend").alert_at, cfg.noise_alert * trend.noise);
+        // The steady signal keeps the configured levels.
+        assert_eq!(get("steady").status, Status::Alert);
+        assert_eq!(get("steady").alert_at, cfg.psi.alert);
     }
 }

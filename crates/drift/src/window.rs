@@ -128,10 +128,14 @@ impl Windows {
         if s.kind != SketchKind::Rate {
             return;
         }
+        let units = s.counts.len() > 2 && trials > 0;
         let at = self.offsets[slot];
         let b = self.bucket(at_ms);
         b[at] = b[at].saturating_add(hits);
         b[at + 1] = b[at + 1].saturating_add(trials);
+        if units {
+            b[at + 2] = b[at + 2].saturating_add(1);
+        }
     }
 
     /// An [`Observer`] that counts into the bucket of `at_ms` (names the reference does not
@@ -250,7 +254,7 @@ mod tests {
         assert_eq!(last3.get("x").map(Sketch::total), Some(3));
         assert_eq!(
             w.window(9_999, 100_000).get("r").map(|s| s.counts.clone()),
-            Some(vec![5, 5])
+            Some(vec![5, 5, 5])
         );
         // An unknown label counts as `other`; a high value in the last bin.
         let cs = last3.get("c").expect("c");

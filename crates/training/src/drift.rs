@@ -8,6 +8,7 @@ use crate::error::TrainingError;
 use crate::lists::offline_env;
 use crate::models::models_from_bundle_with;
 use cascade_core::{Event, EventKind, Millis, Mutation, Target};
+use cascade_drift::profile::PARTS;
 use cascade_drift::{Observer, Profile, ProfileBuilder};
 use cascade_features::{Inner, State};
 use cascade_index::Bundle;
@@ -279,26 +280,17 @@ pub fn capture(
     let bundle = Bundle::load(dir, config.models().hnsw)
         .map_err(|e| TrainingError::Io(format!("bundle: {e}")))?;
     let version = bundle.manifest.version.clone();
-    let total: usize = mutations
-        .iter()
-        .map(|m| match m {
-            Mutation::Events(v) => v.len(),
-            _ => 0,
-        })
-        .sum();
+    let total = events_of(mutations).count();
     let from = ((total as f64) * (1.0 - REFERENCE_EVENT_SHARE)) as usize;
     // The window's engagements, evenly thinned.
-    let engagements = mutations
-        .iter()
-        .filter_map(|m| match m {
-            Mutation::Events(v) => Some(v.iter()),
-            _ => None,
-        })
-        .flatten()
+    let engagements = events_of(mutations)
         .skip(from)
         .filter(|e| e.kind != EventKind::Impression)
         .count();
     let step = (engagements / drift.reference_requests.max(1)).max(1);
+    // The window's events in consecutive parts: each signal's own variation over time is
+    // measured between them.
+    let span = total - from;
     let top = top_engagements(&state.read());
     let replay = Arc::new(config.features().new_state());
     let mut bundle = Some(bundle);
@@ -334,8 +326,20 @@ pub fn capture(
                     replay.apply(&Mutation::Events(std::mem::take(&mut pending)));
                 }
                 if let Some(bundle) = bundle.take() {
+                    // Retrieval retrained on the past alone: the bundle's own embeddings and
+                    // co-visitation saw the window, so its users' next items would score as
+                    // they never do live (in-sample), and every reference would look drifted
+                    // from the first live window. The ranker stays the bundle's.
+                    let mut shadow = crate::artifacts::train(
+                        &replay,
+                        config,
+                        &crate::artifacts::TrainOptions::default(),
+                        &|_, _, _| {},
+                    );
+                    shadow.manifest = bundle.manifest;
+                    shadow.ranker = bundle.ranker;
                     let models =
-                        models_from_bundle_with(&replay, config.models(), bundle, None, false);
+                        models_from_bundle_with(&replay, config.models(), shadow, None, false);
                     let (env, _) = offline_env(config, &replay, models)?;
                     let pipelines = config
                         .surfaces()
@@ -350,6 +354,9 @@ pub fn capture(
                 }
             }
             seen += 1;
+            if seen > from {
+                b.part((seen - from) * PARTS / span.max(1));
+            }
             if seen <= from {
                 pending.push(e.clone());
                 continue;
@@ -410,20 +417,25 @@ type Named = (String, Arc<Pipeline>);
 /// The source and feature names of a surface's results.
 pub type Names = (Arc<[String]>, Arc<[String]>);
 
-/// Popular-list rebuilds while capturing a reference, at most (each scans the catalog).
-const POPULAR_REBUILDS: i64 = 50;
+/// Popular-list rebuilds while capturing a reference, at most (each scans the catalog): live,
+/// the lists trail the events by `popular_refresh_ms`; a reference whose trending list is
+/// hours old would see fewer rising items than any live window.
+const POPULAR_REBUILDS: i64 = 500;
 
-/// The first and last event times from the `from`-th event on.
-fn window_span(mutations: &[Mutation], from: usize) -> (Millis, Millis) {
-    let mut ts = mutations
+/// The log's events in order.
+fn events_of(mutations: &[Mutation]) -> impl Iterator<Item = &Event> {
+    mutations
         .iter()
         .filter_map(|m| match m {
             Mutation::Events(v) => Some(v.iter()),
             _ => None,
         })
         .flatten()
-        .skip(from)
-        .map(|e| e.ts);
+}
+
+/// The first and last event times from the `from`-th event on.
+fn window_span(mutations: &[Mutation], from: usize) -> (Millis, Millis) {
+    let mut ts = events_of(mutations).skip(from).map(|e| e.ts);
     let first = ts.next().unwrap_or(0);
     (first, ts.fold(first, i64::max))
 }

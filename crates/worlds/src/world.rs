@@ -18,8 +18,8 @@ pub struct Counts {
     pub events: u64,
 }
 
-/// Collects everything in memory; for tests of generators and importers.
-#[cfg(test)]
+/// Collects everything in memory: for tests of generators and importers, and of what runs on
+/// a world small enough to hold.
 #[derive(Debug, Default)]
 pub struct VecSink {
     pub items: Vec<Item>,
@@ -27,7 +27,6 @@ pub struct VecSink {
     pub events: Vec<Event>,
 }
 
-#[cfg(test)]
 impl WorldSink for VecSink {
     fn items(&mut self, batch: Vec<Item>) -> anyhow::Result<()> {
         self.items.extend(batch);

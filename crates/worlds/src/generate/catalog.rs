@@ -30,6 +30,8 @@ pub(crate) struct Base {
     pub(crate) n_creators: usize,
     pub(crate) start_ms: Millis,
     pub(crate) end_ms: Millis,
+    /// How long each user stays, when users arrive and leave (see `GenerateParams`).
+    pub(crate) lifetime_ms: Option<i64>,
     pub(crate) centroids: Vec<[f32; DIM]>,
     pub(crate) share: Vec<f64>,
     pub(crate) share_cum: Vec<f64>,
@@ -71,6 +73,7 @@ impl Base {
             n_creators: (p.items / ITEMS_PER_CREATOR).max(1),
             start_ms: p.start_ms(),
             end_ms: p.end_ms,
+            lifetime_ms: p.lifetime_days.map(|d| i64::from(d.max(1)) * DAY_MS),
             centroids,
             share,
             share_cum,

@@ -51,6 +51,7 @@ pub(crate) const S_ACTIVITY: u64 = 8;
 pub(crate) const S_BUDGET: u64 = 9;
 pub(crate) const S_USER: u64 = 10;
 pub(crate) const S_SIM: u64 = 11;
+pub(crate) const S_ARRIVAL: u64 = 12;
 
 pub(crate) const CATEGORY_NAMES: [&str; 24] = [
     "Comedy",
@@ -206,6 +207,11 @@ pub struct GenerateParams {
     pub days: u32,
     /// Event timestamps fall in `[end_ms - days, end_ms)`.
     pub end_ms: Millis,
+    /// When set, each user arrives at a random time and stays this many days (arrivals
+    /// spread so that the active population is the same all period: a product with
+    /// sign-ups and churn, whose account ages and lifetime counts are stationary). Unset
+    /// (the default), most users are there from the start and stay to the end.
+    pub lifetime_days: Option<u32>,
 }
 
 impl GenerateParams {
@@ -219,6 +225,7 @@ impl GenerateParams {
             categories: 24,
             days: 42,
             end_ms,
+            lifetime_days: None,
         }
     }
 

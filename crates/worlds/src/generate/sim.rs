@@ -209,23 +209,25 @@ impl Sim<'_> {
         // About four minutes per event at a human pace; compress time when that would fill
         // more than 40% of the period.
         let needed = budget as f64 * 4.0 * MINUTE_MS as f64;
-        let pace = (0.4 * (b.end_ms - b.start_ms) as f64 / needed).min(1.0);
+        let stay = self.stay(u);
+        let pace =
+            (0.4 * stay.map_or(b.end_ms - b.start_ms, |(a, l)| l - a) as f64 / needed).min(1.0);
         let mut st = UserState {
             user: u,
             budget,
-            end_ms: b.end_ms,
+            end_ms: stay.map_or(b.end_ms, |(_, l)| l.min(b.end_ms)),
             t: 0,
             pace,
             out: Vec::with_capacity(budget),
             followed: prof.follows.clone(),
             recent: VecDeque::with_capacity(RECENT),
         };
-        let starts = self.session_starts(&mut rng, &prof, budget);
+        let starts = self.session_starts(&mut rng, &prof, budget, stay);
         // Guards against users whose picks keep failing (e.g. a catalog of future items).
         let mut exposures_left = budget * 8 + 64;
         for (s, &start) in starts.iter().enumerate() {
             let remaining = budget - st.out.len();
-            if remaining == 0 || exposures_left == 0 || st.t >= b.end_ms {
+            if remaining == 0 || exposures_left == 0 || st.t >= st.end_ms {
                 break;
             }
             let sessions_left = starts.len() - s;
@@ -257,7 +259,21 @@ impl Sim<'_> {
                 st.advance(3_000.0 + exp1(&mut rng) * 40_000.0);
             }
         }
+        // A user who arrived before the period: what they did before it is not in the log.
+        st.out.retain(|e| e.ts >= b.start_ms);
         st.out
+    }
+
+    /// When users arrive and leave: the user's stay `[arrival, departure)`, the arrival
+    /// uniform over `[start - lifetime, end)` so that as many users are active, and of the
+    /// same account ages, at every instant of the period.
+    pub(crate) fn stay(&self, u: u32) -> Option<(Millis, Millis)> {
+        let b = self.base;
+        let life = b.lifetime_ms?;
+        let h = hash(b.seed, S_ARRIVAL, u64::from(u));
+        let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
+        let arrival = b.start_ms - life + (unit * (b.end_ms - b.start_ms + life) as f64) as i64;
+        Some((arrival, arrival + life))
     }
 
     /// Session start times: bursts on random days near the user's usual hour, with follow-up
@@ -267,20 +283,25 @@ impl Sim<'_> {
         rng: &mut SmallRng,
         prof: &Profile,
         budget: usize,
+        stay: Option<(Millis, Millis)>,
     ) -> Vec<Millis> {
         let b = self.base;
         let per_session = EVENTS_PER_SESSION * (0.6 + 0.8 * rng.random::<f64>());
         let n = ((budget as f64 / per_session).round() as usize).clamp(1, budget);
         let period = b.end_ms - b.start_ms;
-        // Some light users join during the period instead of being there from its start.
-        let first = if budget < 200 && rng.random::<f64>() < 0.3 {
-            b.start_ms + (rng.random::<f64>() * 0.8 * period as f64) as i64
-        } else {
-            b.start_ms
+        let (first, until) = match stay {
+            // The whole stay, past the period's end too: the simulation stops at the end.
+            Some(stay) => stay,
+            // Some light users join during the period instead of being there from its start.
+            None if budget < 200 && rng.random::<f64>() < 0.3 => (
+                b.start_ms + (rng.random::<f64>() * 0.8 * period as f64) as i64,
+                b.end_ms,
+            ),
+            None => (b.start_ms, b.end_ms),
         };
         // Keep starts away from the very end so sessions are not cut off.
-        let last = (b.end_ms - 2 * HOUR_MS).max(first);
-        let span = (b.end_ms - first).max(1);
+        let last = (until - 2 * HOUR_MS).max(first);
+        let span = (until - first).max(1);
         let mut starts = Vec::with_capacity(n);
         let mut anchor = first;
         for s in 0..n {
