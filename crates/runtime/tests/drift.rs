@@ -5,7 +5,7 @@
 //! `alert` within one window of traffic: cold users only, events piled on one category, the
 //! ranker swapped for a bundle trained on another world, and one source failing.
 
-use cascade_core::{Event, EventKind, Item, Mutation, User};
+use cascade_core::{Event, EventKind, Mutation};
 use cascade_drift::Status;
 use cascade_pipeline::{Dependency, Fault};
 use cascade_pipeline::{PipelineResult, Query};
