@@ -210,6 +210,28 @@ fn exact_f64_round_trips() {
     assert_eq!(exact_f64(0.1), 0.1f64);
 }
 
+/// Account age in days (since the user's first event) of each event in `[lo, hi)`, and the
+/// oldest age over the whole log.
+fn account_ages(w: &VecSink, lo: Millis, hi: Millis) -> (Vec<f64>, Millis) {
+    let mut first: HashMap<&str, Millis> = HashMap::new();
+    for e in &w.events {
+        first.entry(&e.user_id).or_insert(e.ts);
+    }
+    let age = |e: &cascade_core::Event| e.ts - first[e.user_id.as_str()];
+    let oldest = w.events.iter().map(age).max().unwrap_or(0);
+    let ages = w
+        .events
+        .iter()
+        .filter(|e| e.ts >= lo && e.ts < hi)
+        .map(|e| age(e) as f64 / 86_400_000.0)
+        .collect();
+    (ages, oldest)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
 #[test]
 fn with_arrivals_and_departures_account_ages_hold_still() {
     let p = GenerateParams {
@@ -226,80 +248,19 @@ fn with_arrivals_and_departures_account_ages_hold_still() {
         (n - expect).abs() < 0.25 * expect,
         "{n} events, about {expect}"
     );
-    let mut first: HashMap<&str, Millis> = HashMap::new();
-    for e in &w.events {
-        first.entry(&e.user_id).or_insert(e.ts);
-    }
-    // Mean account age of the events in a quarter of the period, after the first stay.
-    let age = |from: f64, to: f64| {
-        let (lo, hi) = (
-            start + (from * period as f64) as i64,
-            start + (to * period as f64) as i64,
-        );
-        let ages: Vec<f64> = w
-            .events
-            .iter()
-            .filter(|e| e.ts >= lo && e.ts < hi)
-            .map(|e| (e.ts - first[e.user_id.as_str()]) as f64 / 86_400_000.0)
-            .collect();
-        ages.iter().sum::<f64>() / ages.len().max(1) as f64
-    };
-    // No one is older than their stay, and the mean does not grow with the period (it
+    // No one is older than their stay, and the mean age does not grow with the period (it
     // wobbles with a few heavy users: loosely).
-    let oldest = w
-        .events
-        .iter()
-        .map(|e| e.ts - first[e.user_id.as_str()])
-        .max()
-        .unwrap_or(0);
+    let (q3, q4) = (start + period / 2, start + period * 3 / 4);
+    let (mid, oldest) = account_ages(&w, q3, q4);
+    let (late, _) = account_ages(&w, q4, END);
     assert!(oldest <= 10 * 86_400_000, "{oldest} ms");
-    let (mid, late) = (age(0.5, 0.75), age(0.75, 1.0));
+    let (mid, late) = (mean(&mid), mean(&late));
     assert!(
         late < 1.2 * mid && late > 0.5 * mid,
         "account age {mid:.2} days mid-period, {late:.2} late"
     );
     // The default world ages with its users.
     let d = run(&GenerateParams::new(2_000, 3_000, 60_000, 42, END));
-    let mut first: HashMap<&str, Millis> = HashMap::new();
-    for e in &d.events {
-        first.entry(&e.user_id).or_insert(e.ts);
-    }
-    let late_default: f64 = {
-        let lo = start + period * 3 / 4;
-        let ages: Vec<f64> = d
-            .events
-            .iter()
-            .filter(|e| e.ts >= lo)
-            .map(|e| (e.ts - first[e.user_id.as_str()]) as f64 / 86_400_000.0)
-            .collect();
-        ages.iter().sum::<f64>() / ages.len().max(1) as f64
-    };
+    let late_default = mean(&account_ages(&d, q4, END).0);
     assert!(late_default > 2.0 * late, "{late_default:.2} vs {late:.2}");
-}
-
-#[test]
-fn scratch_ages() {
-    let p = GenerateParams {
-        lifetime_days: Some(10),
-        ..GenerateParams::new(3_000, 20_000, 300_000, 7, END)
-    };
-    let w = run(&p);
-    let start = p.start_ms();
-    let mut first: HashMap<&str, Millis> = HashMap::new();
-    for e in &w.events {
-        first.entry(&e.user_id).or_insert(e.ts);
-    }
-    let mut sum = [0f64; 42];
-    let mut n = [0f64; 42];
-    let mut users: Vec<HashSet<&str>> = vec![HashSet::new(); 42];
-    for e in &w.events {
-        let d = ((e.ts - start) / 86_400_000) as usize;
-        sum[d] += (e.ts - first[e.user_id.as_str()]) as f64 / 86_400_000.0;
-        n[d] += 1.0;
-        users[d].insert(&e.user_id);
-    }
-    let m: Vec<String> = (0..42)
-        .map(|d| format!("{:.2}/{}/{}", sum[d] / n[d], n[d], users[d].len()))
-        .collect();
-    eprintln!("by day {m:?}");
 }
