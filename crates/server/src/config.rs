@@ -332,19 +332,32 @@ mod readme {
     use super::*;
     use cascade_surfaces::SelectorKind;
 
-    /// The configuration shown in the README must load as it stands.
+    /// Every configuration block in the README must load as it stands.
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
     fn readme_config_example_is_valid() {
         // Inside a Jail: environment-override tests change CASCADE_* variables meanwhile.
         figment::Jail::expect_with(|_jail| {
             let readme = include_str!("../../../README.md");
-            let start = readme.find("```toml\n").expect("toml block") + "```toml\n".len();
-            let len = readme[start..].find("```").expect("block end");
+            let blocks: Vec<&str> = readme
+                .split("```toml\n")
+                .skip(1)
+                .map(|b| b.split("```").next().expect("block end"))
+                .collect();
+            assert!(blocks.len() >= 3, "README has its configuration blocks");
             let dir = tempfile::tempdir().expect("tmp");
             let f = dir.path().join("cascade.toml");
-            std::fs::write(&f, &readme[start..start + len]).expect("write");
-            let c = Config::load(Some(&f)).expect("README config loads");
+            let mut main = None;
+            for (i, block) in blocks.iter().enumerate() {
+                std::fs::write(&f, block).expect("write");
+                let c = Config::load(Some(&f))
+                    .unwrap_or_else(|e| panic!("README toml block {i} loads: {e}"));
+                if block.contains("[server]") {
+                    main = Some(c);
+                }
+            }
+            // The full example under "Configuration" sets the home surface's pipeline.
+            let c = main.expect("the full configuration example");
             let home = &c.surfaces["home"];
             assert_eq!(home.sources.len(), 4);
             assert_eq!(home.boosts.len(), 2);
