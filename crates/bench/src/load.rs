@@ -48,6 +48,16 @@ struct LatencyReport {
     p95_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// The server's own time per pipeline stage (the responses' `timings_ms`), mean over
+    /// every eighth response: what a stage costs the request path, apart from the client's
+    /// and the network's share of the latency above.
+    stage_mean_ms: std::collections::BTreeMap<String, f64>,
+}
+
+/// The part of a response the bench reads back.
+#[derive(serde::Deserialize)]
+struct Timed {
+    timings_ms: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -150,6 +160,18 @@ async fn run_async(args: BenchArgs, dir: PathBuf) -> anyhow::Result<()> {
                 r.max_ms
             );
         }
+        for r in &report.recommendations {
+            let stages: Vec<String> = r
+                .stage_mean_ms
+                .iter()
+                .map(|(s, ms)| format!("{s} {ms:.3}"))
+                .collect();
+            println!(
+                "{}: server time per stage, mean ms: {}",
+                r.surface,
+                stages.join(", ")
+            );
+        }
     }
     Ok(())
 }
@@ -240,6 +262,8 @@ async fn load(
             let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
             let mut errors = 0u64;
+            let mut stages: std::collections::BTreeMap<String, (f64, u64)> = Default::default();
+            let mut k = 0u64;
             while Instant::now() < end {
                 let user = format!("u{}", rng.random_range(0..users));
                 let t = Instant::now();
@@ -247,25 +271,42 @@ async fn load(
                     .get(format!("{url}?user_id={user}&n=20"))
                     .send()
                     .await;
-                let ok = match resp {
-                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                    Err(_) => false,
+                let body = match resp {
+                    Ok(r) if r.status().is_success() => r.bytes().await.ok(),
+                    _ => None,
                 };
                 h.record(t.elapsed().as_micros().max(1) as u64)?;
+                let ok = body.is_some();
+                k += 1;
+                if k % 8 == 0
+                    && let Some(t) = body.and_then(|b| serde_json::from_slice::<Timed>(&b).ok())
+                {
+                    for (stage, ms) in t.timings_ms {
+                        let e = stages.entry(stage).or_default();
+                        e.0 += ms;
+                        e.1 += 1;
+                    }
+                }
                 if !ok {
                     errors += 1;
                 }
             }
-            Ok::<_, anyhow::Error>((h, errors))
+            Ok::<_, anyhow::Error>((h, errors, stages))
         }));
     }
     let t = Instant::now();
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut errors = 0;
+    let mut stages: std::collections::BTreeMap<String, (f64, u64)> = Default::default();
     for task in tasks {
-        let (h, e) = task.await.context("load task")??;
+        let (h, e, st) = task.await.context("load task")??;
         all.add(h)?;
         errors += e;
+        for (stage, (sum, n)) in st {
+            let x = stages.entry(stage).or_default();
+            x.0 += sum;
+            x.1 += n;
+        }
     }
     let secs = t.elapsed().as_secs_f64().max(args.duration_s as f64);
     let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
@@ -278,5 +319,9 @@ async fn load(
         p95_ms: ms(0.95),
         p99_ms: ms(0.99),
         max_ms: all.max() as f64 / 1000.0,
+        stage_mean_ms: stages
+            .into_iter()
+            .map(|(stage, (sum, n))| (stage, sum / n.max(1) as f64))
+            .collect(),
     })
 }

@@ -52,7 +52,7 @@ pub fn run(args: DriftArgs) -> anyhow::Result<()> {
 fn print(r: &Value) {
     let reference = &r["reference"];
     println!(
-        "reference: {} (model {}, {} signals); window: last {} s, {} observations, {} dropped, {} bytes",
+        "reference: {} (model {}, {} signals); window: last {} s, {} observations, {} dropped; memory: windows {} B, join {} B",
         reference["source"].as_str().unwrap_or("?"),
         reference["model_version"].as_str().unwrap_or("?"),
         reference["signals"],
@@ -60,6 +60,7 @@ fn print(r: &Value) {
         r["window"]["observed"],
         r["window"]["dropped"],
         r["window"]["memory_bytes"],
+        r["window"]["join_bytes"],
     );
     println!(
         "{:<44} {:<4} {:>9} {:>8} {:<17} {:>9} {:>9}  moved most",

@@ -75,6 +75,11 @@ pub struct DriftSection {
     /// Observations waiting for the monitor's thread; beyond, new ones are dropped (and
     /// counted), so the request path never waits.
     pub queue: usize,
+    /// Served lists the monitor takes per second at most (0: every one). The lists it takes
+    /// are a uniform sample of the traffic, and at the default a five-minute window still
+    /// holds 30,000 of them; above it a list costs the request path one atomic add. The
+    /// events (the rates, the event mix) are always counted whole.
+    pub lists_per_s: u32,
 }
 
 impl Default for DriftSection {
@@ -105,6 +110,7 @@ impl Default for DriftSection {
             bins: 10,
             max_labels: 30,
             queue: 4096,
+            lists_per_s: 100,
         }
     }
 }

@@ -55,6 +55,43 @@ impl Windows {
         }
     }
 
+    /// Adds `sketches` the windows do not count yet (a reference completed after
+    /// activation): their bins start at zero in every kept bucket, the rest keep their counts.
+    pub fn extend(&mut self, sketches: &[Sketch]) {
+        let mut all: Vec<(Sketch, usize)> =
+            self.shape.drain(..).zip(self.offsets.drain(..)).collect();
+        for s in sketches {
+            if self.slots.contains_key(&s.name) || all.iter().any(|(x, _)| x.name == s.name) {
+                continue;
+            }
+            all.push((s.empty_like(), self.width));
+            self.width += s.counts.len();
+        }
+        // Sorted by name, as a profile is (reports look signals up by name).
+        all.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        let (shape, offsets): (Vec<Sketch>, Vec<usize>) = all.into_iter().unzip();
+        self.slots = shape
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        self.labels = shape
+            .iter()
+            .map(|s| {
+                s.labels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (l.clone(), i))
+                    .collect()
+            })
+            .collect();
+        self.shape = shape;
+        self.offsets = offsets;
+        for (_, counts) in &mut self.buckets {
+            counts.resize(self.width, 0);
+        }
+    }
+
     /// The sketch slot of a signal name (callers cache it: a lookup per observation is what
     /// the slot avoids).
     pub fn slot(&self, name: &str) -> Option<usize> {
@@ -265,5 +302,21 @@ mod tests {
         let xs = last3.get("x").expect("x");
         assert_eq!(xs.counts.last(), Some(&3));
         assert_eq!(w.max_bytes(), 5 * w.width * 4);
+
+        // A sketch added later counts from then on; the others keep theirs.
+        let mut late = ProfileBuilder::default();
+        for i in 0..10 {
+            late.label("b.mix", true, if i < 5 { "s" } else { "t" }, 1);
+        }
+        let late = late.finish("late", 0, 4, 10);
+        w.extend(&late.sketches);
+        let mix = w.slot("b.mix").expect("added");
+        let bin = w.label_bin(mix, "t").expect("t");
+        w.add_bin(9_500, mix, bin, 2);
+        let now = w.window(9_999, 3_000);
+        let names: Vec<&str> = now.sketches.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["b.mix", "c", "r", "x"]);
+        assert_eq!(now.get("b.mix").map(Sketch::total), Some(2));
+        assert_eq!(now.get("x").map(Sketch::total), Some(3));
     }
 }

@@ -15,7 +15,9 @@ use cascade_drift::{DriftSection, Profile, ProfileBuilder, Signal, Status, Windo
 use cascade_features::State;
 use cascade_pipeline::{PipelineResult, RequestCtx};
 use cascade_surfaces::ServedObserver;
-use cascade_training::drift::{Names, Served, observe_event, observe_served};
+use cascade_training::drift::{
+    Coverage, Names, Served, observe_click, observe_event, observe_served,
+};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -25,8 +27,28 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::Duration;
 
-/// Request ids remembered to attribute feedback to the model version that served it.
+/// Request ids remembered to attribute feedback to the model version and the sources that
+/// served it.
 const MAX_REQUESTS: usize = 100_000;
+
+/// A served list as feedback finds it by request id.
+#[derive(Debug)]
+struct Joined {
+    version: String,
+    surface: String,
+    /// `(item, sources)` of each served item.
+    items: Box<[(cascade_core::Idx, u16)]>,
+    names: Arc<[String]>,
+}
+
+impl Joined {
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.version.len()
+            + self.surface.len()
+            + self.items.len() * std::mem::size_of::<(cascade_core::Idx, u16)>()
+    }
+}
 
 enum Obs {
     Served(Box<Served>),
@@ -45,6 +67,9 @@ pub struct DriftMonitor {
     sent: AtomicU64,
     folded: Arc<AtomicU64>,
     models_dir: PathBuf,
+    /// The second being admitted (unix s) and the lists taken in it (`lists_per_s`).
+    second: AtomicU64,
+    taken: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -55,8 +80,15 @@ struct Live {
     adopting: Option<(ProfileBuilder, Millis)>,
     active: String,
     versions: BTreeMap<String, VersionStats>,
-    requests: HashMap<String, String>,
+    requests: HashMap<String, Joined>,
     order: VecDeque<String>,
+    /// Bytes the request join holds now (bounded by `MAX_REQUESTS` lists).
+    join_bytes: usize,
+    /// Signals the training log cannot show (clicks on Cascade's own lists: the click source
+    /// mix), collected over the first window after activation and then added to a bundle's
+    /// reference.
+    late: Option<(ProfileBuilder, Millis)>,
+    coverage: Coverage,
     status: HashMap<String, Status>,
     observed: u64,
     /// Engagements an item needs to be among the most engaged 1 % (refreshed per bucket).
@@ -95,6 +127,8 @@ impl DriftMonitor {
             sent: AtomicU64::new(0),
             folded: Arc::new(AtomicU64::new(0)),
             models_dir,
+            second: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
         });
         let folded = m.folded.clone();
         let thread = std::thread::Builder::new()
@@ -124,6 +158,22 @@ impl DriftMonitor {
         if self.tx.send(Obs::Events(events)).is_ok() {
             self.sent.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Whether a list served at `now_ms` is taken: at most `lists_per_s` per second of the
+    /// server's clock. Two threads crossing a second may both reset the count; a second then
+    /// takes a few lists more, which the sample does not mind.
+    fn admit(&self, now_ms: Millis) -> bool {
+        let max = u64::from(self.cfg.lists_per_s);
+        if max == 0 {
+            return true;
+        }
+        let sec = now_ms.max(0) as u64 / 1000;
+        if self.second.load(Ordering::Relaxed) != sec {
+            self.second.store(sec, Ordering::Relaxed);
+            self.taken.store(0, Ordering::Relaxed);
+        }
+        self.taken.fetch_add(1, Ordering::Relaxed) < max
     }
 
     fn send(&self, o: Obs) {
@@ -192,6 +242,7 @@ impl DriftMonitor {
             observed: l.observed,
             dropped: self.dropped.load(Ordering::Relaxed),
             memory_bytes: l.windows.max_bytes(),
+            join_bytes: l.join_bytes,
             reference_bytes,
         };
         let versions = l
@@ -234,6 +285,9 @@ impl DriftMonitor {
 
 impl ServedObserver for DriftMonitor {
     fn observe(&self, _ctx: &RequestCtx, result: &PipelineResult) {
+        if !self.admit(cascade_core::time::now_millis()) {
+            return;
+        }
         let surface = &result.ctx.query.surface;
         let cached = self.names.read().get(surface).cloned();
         let names = match cached {
@@ -272,6 +326,17 @@ impl Live {
             ),
         };
         let buckets = (cfg.retention_s / cfg.bucket_s.max(1)).max(1) as usize;
+        let late = (adopting.is_none()
+            && !reference
+                .sketches
+                .iter()
+                .any(|s| s.name.ends_with(".click_source_mix")))
+        .then(|| {
+            (
+                ProfileBuilder::default(),
+                now + (cfg.window_s * 1000) as i64,
+            )
+        });
         Self {
             windows: Windows::new(&reference, (cfg.bucket_s * 1000) as i64, buckets),
             reference,
@@ -280,6 +345,9 @@ impl Live {
             versions: BTreeMap::new(),
             requests: HashMap::new(),
             order: VecDeque::new(),
+            join_bytes: 0,
+            late,
+            coverage: Coverage::default(),
             status: HashMap::new(),
             observed: 0,
             top_engagements: u32::MAX,
@@ -305,6 +373,23 @@ impl Live {
             self.windows = Windows::new(&r, (cfg.bucket_s * 1000) as i64, buckets);
             self.reference = r;
         }
+        if self.late.as_ref().is_some_and(|(_, until)| now >= *until)
+            && let Some((b, _)) = self.late.take()
+        {
+            let r = b.finish("", now, cfg.bins, cfg.max_labels);
+            if r.is_empty() {
+                // No click joined yet: another window.
+                self.late = Some((
+                    ProfileBuilder::default(),
+                    now + (cfg.window_s * 1000) as i64,
+                ));
+            } else {
+                self.windows.extend(&r.sketches);
+                self.reference.sketches.extend(r.sketches);
+                self.reference.sketches.sort_by(|a, b| a.name.cmp(&b.name));
+                self.reference.sketches.dedup_by(|a, b| a.name == b.name);
+            }
+        }
         match o {
             Obs::Served(s) => {
                 let v = self.versions.entry(s.model_version.clone()).or_default();
@@ -318,16 +403,34 @@ impl Live {
                 if !s.request_id.is_empty() {
                     if self.requests.len() >= MAX_REQUESTS
                         && let Some(old) = self.order.pop_front()
+                        && let Some(j) = self.requests.remove(&old)
                     {
-                        self.requests.remove(&old);
+                        self.join_bytes -= j.bytes() + old.len();
                     }
-                    self.requests
-                        .insert(s.request_id.clone(), s.model_version.clone());
-                    self.order.push_back(s.request_id.clone());
+                    let j = Joined {
+                        version: s.model_version.clone(),
+                        surface: s.surface.clone(),
+                        items: s.items.iter().map(|i| (i.item, i.sources)).collect(),
+                        names: s.source_names.clone(),
+                    };
+                    self.join_bytes += j.bytes() + s.request_id.len();
+                    if let Some(j) = self.requests.insert(s.request_id.clone(), j) {
+                        // A repeated id: the newer list answers its feedback.
+                        self.join_bytes -= j.bytes() + s.request_id.len();
+                    } else {
+                        self.order.push_back(s.request_id.clone());
+                    }
                 }
                 match &mut self.adopting {
-                    Some((b, _)) => observe_served(b, s),
-                    None => observe_served(&mut self.windows.at(s.at_ms), s),
+                    Some((b, _)) => {
+                        observe_served(b, s);
+                        self.coverage.observe(b, s);
+                    }
+                    None => {
+                        let mut w = self.windows.at(s.at_ms);
+                        observe_served(&mut w, s);
+                        self.coverage.observe(&mut w, s);
+                    }
                 }
             }
             Obs::Events(events) => {
@@ -338,12 +441,27 @@ impl Live {
                         Some((b, _)) => observe_event(b, e, &g, top),
                         None => observe_event(&mut self.windows.at(now), e, &g, top),
                     }
-                    let Some(v) = e
-                        .request_id
-                        .as_ref()
-                        .and_then(|r| self.requests.get(r))
-                        .and_then(|v| self.versions.get_mut(v))
-                    else {
+                    let Some(j) = e.request_id.as_ref().and_then(|r| self.requests.get(r)) else {
+                        continue;
+                    };
+                    if matches!(e.kind, EventKind::Click | EventKind::View)
+                        && let cascade_core::Target::Item(id) = &e.target
+                        && let Some(i) = g.items.get(id)
+                        && let Some(&(_, sources)) = j.items.iter().find(|(x, _)| *x == i)
+                    {
+                        match (&mut self.adopting, &mut self.late) {
+                            (Some((b, _)), _) | (None, Some((b, _))) => {
+                                observe_click(b, &j.surface, sources, &j.names)
+                            }
+                            (None, None) => observe_click(
+                                &mut self.windows.at(now),
+                                &j.surface,
+                                sources,
+                                &j.names,
+                            ),
+                        }
+                    }
+                    let Some(v) = self.versions.get_mut(&j.version) else {
                         continue;
                     };
                     match e.kind {
@@ -457,6 +575,9 @@ pub struct WindowInfo {
     /// Bytes the windows' counts take at most (the ring full): fixed by the reference's
     /// shape and `retention_s / bucket_s`, whatever the traffic.
     pub memory_bytes: usize,
+    /// Bytes the join of feedback to served lists holds now (request ids, versions and each
+    /// list's items and sources; at most the newest 100,000 lists).
+    pub join_bytes: usize,
     /// Bytes of the reference's edges, labels and counts.
     pub reference_bytes: usize,
 }

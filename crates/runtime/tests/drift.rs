@@ -46,6 +46,8 @@ fn config(dir: &Path) -> EngineConfig {
     }
     // One-second buckets so that the 20 replay windows are apart in a short test.
     c.drift.bucket_s = 1;
+    // Every list: the replay serves days of the world in seconds.
+    c.drift.lists_per_s = 0;
     // The replay runs days of the world in minutes: the data loop retrains the embeddings
     // more often than live, so that they trail the world by hours, not days.
     c.models.embeddings_refresh_s = 20;
@@ -150,6 +152,10 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 async fn open(tmp: &tempfile::TempDir) -> Arc<Engine> {
+    open_with(tmp, |_| {}).await
+}
+
+async fn open_with(tmp: &tempfile::TempDir, change: impl FnOnce(&mut EngineConfig)) -> Arc<Engine> {
     // Training blocks on runtimes of its own: built off the test's runtime.
     tokio::task::spawn_blocking(|| {
         world();
@@ -158,7 +164,9 @@ async fn open(tmp: &tempfile::TempDir) -> Arc<Engine> {
     .expect("world");
     let dir = tmp.path().join("data");
     copy_dir(&world().template, &dir);
-    Engine::open_async(config(&dir)).await.expect("open")
+    let mut c = config(&dir);
+    change(&mut c);
+    Engine::open_async(c).await.expect("open")
 }
 
 async fn serve(e: &Engine, user: &str, now: i64, id: &str) -> PipelineResult {
@@ -243,6 +251,7 @@ async fn the_continuation_of_the_training_world_raises_no_alert() {
     let mut judged = 0;
     let mut worst: Vec<String> = Vec::new();
     let mut alerts: Vec<String> = Vec::new();
+    let began = cascade_core::time::now_millis();
     for (i, chunk) in w.rest.chunks(per).take(20).enumerate() {
         // Each window starts in a fresh one-second bucket.
         let ms = cascade_core::time::now_millis();
@@ -284,6 +293,18 @@ async fn the_continuation_of_the_training_world_raises_no_alert() {
             ));
         }
         worst.push(names(&r).into_iter().next().unwrap_or_default());
+    }
+    // The whole replay as one window: signals that need more traffic than a twentieth holds
+    // (catalog coverage: one observation per 100 served slots) are judged too.
+    let end = cascade_core::time::now_millis();
+    let whole = m.report_at(end, Some(((end - began) as u64).div_ceil(1000)));
+    let coverage = status(&whole, "home.distinct_share").expect("coverage signal");
+    assert_ne!(coverage.status, Status::InsufficientData, "{coverage:?}");
+    for s in whole.signals.iter().filter(|s| s.status == Status::Alert) {
+        alerts.push(format!(
+            "whole replay: {} {} {:.3} (bins {:?})",
+            s.name, s.kind, s.value, s.top_bins
+        ));
     }
     assert!(
         alerts.is_empty(),
@@ -462,6 +483,87 @@ async fn a_failing_source_moves_the_source_mix() {
             .iter()
             .any(|b| b.bin == "embedding" && b.window < b.reference),
         "the embedding source's share fell: {mix:?}"
+    );
+    e.close().await;
+}
+
+/// Feedback on a served list: an impression per item, a click on the first three (whatever
+/// their source, so the clicks' source mix follows the top of the lists').
+fn top_clicks(r: &PipelineResult, user: &str, id: &str, at: i64) -> Vec<Event> {
+    let g = r.ctx.state.read();
+    r.items
+        .iter()
+        .enumerate()
+        .flat_map(|(pos, c)| {
+            let ev = |kind| Event {
+                kind,
+                user_id: user.to_string(),
+                target: cascade_core::Target::Item(g.item_id(c.item).to_string()),
+                value: 1.0,
+                fraction: None,
+                ts: at,
+                request_id: Some(id.to_string()),
+                surface: Some("home".into()),
+                position: Some(pos as u32),
+                propensity: None,
+                experiment: None,
+            };
+            let mut v = vec![ev(EventKind::Impression)];
+            if pos < 3 {
+                v.push(ev(EventKind::Click));
+            }
+            v
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_are_joined_to_their_sources_and_a_failing_source_moves_their_mix() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // The clicks' reference is the first window after activation: a short one here.
+    let e = open_with(&tmp, |c| c.drift.window_s = 10).await;
+    let opened = std::time::Instant::now();
+    let m = e.drift.clone().expect("monitor");
+    let w = world();
+    let at = w.rest[0].ts;
+    let mut users: Vec<&str> = w.rest.iter().map(|e| e.user_id.as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    assert!(users.len() >= 600);
+    for (k, u) in users[..300].iter().enumerate() {
+        let id = format!("r{k}");
+        let r = serve(&e, u, at, &id).await;
+        commit(&e, &top_clicks(&r, u, &id, at)).await;
+    }
+    assert!(m.flush(Duration::from_secs(30)));
+    assert!(
+        status(&m.report(None), "home.click_source_mix").is_none(),
+        "no click reference before the first window ends"
+    );
+    tokio::time::sleep(Duration::from_secs(11).saturating_sub(opened.elapsed())).await;
+    e.env.faults.set(Dependency::Ann, Fault::Error);
+    let start = cascade_core::time::now_millis();
+    for (k, u) in users[300..600].iter().enumerate() {
+        let id = format!("f{k}");
+        let r = serve(&e, u, at, &id).await;
+        commit(&e, &top_clicks(&r, u, &id, at)).await;
+    }
+    assert!(m.flush(Duration::from_secs(30)));
+    let end = cascade_core::time::now_millis();
+    let r = m.report_at(end, Some(((end - start) as u64).div_ceil(1000)));
+    assert_eq!(r.reference.source.split(' ').next(), Some("bundle"));
+    assert_alert(&r, "home.click_source_mix");
+    let mix = status(&r, "home.click_source_mix").expect("mix");
+    assert!(
+        mix.top_bins
+            .iter()
+            .any(|b| b.bin == "embedding" && b.window < b.reference),
+        "the embedding source's share of clicks fell: {mix:?}"
+    );
+    assert!(
+        r.window.join_bytes > 0 && r.window.join_bytes < 600 * 2_000,
+        "{:?}",
+        r.window
     );
     e.close().await;
 }

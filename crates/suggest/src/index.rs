@@ -9,7 +9,7 @@ use fst::automaton::{Automaton, Str};
 use fst::{IntoStreamer, Map, MapBuilder, Streamer};
 use rayon::prelude::*;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 
 /// What a suggestion stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,6 +91,9 @@ pub struct SuggestIndex {
     postings: Vec<u32>,
     starts: Vec<u32>,
     entries: Vec<Entry>,
+    /// Postings under each prefix (of up to `WIDE_LEN` characters) that more than `MAX_TERMS`
+    /// words extend: what such a prefix would read if it were not cut, to choose the driver.
+    wide: HashMap<String, usize>,
 }
 
 impl Default for SuggestIndex {
@@ -120,6 +123,7 @@ impl SuggestIndex {
         let mut builder = MapBuilder::memory();
         let mut postings = Vec::with_capacity(pairs.len());
         let mut starts = vec![0u32];
+        let mut wide = Wide::default();
         let mut i = 0;
         while i < pairs.len() {
             let word = pairs[i].0;
@@ -132,6 +136,8 @@ impl SuggestIndex {
                 postings.truncate(*starts.last().unwrap_or(&0) as usize);
                 continue;
             }
+            let n = postings.len() - *starts.last().unwrap_or(&0) as usize;
+            wide.add(word, n);
             starts.push(postings.len() as u32);
         }
         let terms = builder
@@ -144,6 +150,7 @@ impl SuggestIndex {
             postings,
             starts,
             entries,
+            wide: wide.finish(),
         }
     }
 
@@ -180,6 +187,7 @@ impl SuggestIndex {
             .sum();
         self.terms.as_fst().as_bytes().len()
             + 4 * (self.postings.len() + self.starts.len())
+            + self.wide.keys().map(|k| k.len() + 16).sum::<usize>()
             + entries
     }
 
@@ -194,12 +202,15 @@ impl SuggestIndex {
     /// returns `None` to drop it (safety) or the boost to add to its score (personalization,
     /// at most `max_boost`).
     ///
-    /// One query word drives the walk (the one whose matches hold the fewest postings); its
-    /// posting lists are read tier by tier (exact words, then prefixes, then fuzzy matches),
-    /// each tier's lists merged best first, and every entry is checked against all the
-    /// query's words. A
-    /// tier stops as soon as nothing left in it can enter the top `n`, and lower tiers are
-    /// skipped once `n` better hits are in hand: the answer is the brute-force one.
+    /// The search runs class by class (exact, then prefix, then fuzzy). A hit of a class
+    /// holds, for every query word, a word matching at least that well, so it is in every
+    /// word's lists of that tier and above; the phase walks the lists of the word whose
+    /// lists hold the fewest postings there, merged best first, and checks each entry against
+    /// all the query's words. A driver chosen over all tiers at once would, for "crimson c",
+    /// read every "crimson" title looking for an exact "c"; per class, the exact phase reads
+    /// the short list of "c" and the prefix phase stops at the first "crimson c…" titles.
+    /// A phase stops as soon as nothing left in it can enter the top `n`, and lower classes
+    /// are skipped once `n` better hits are in hand: the answer is the brute-force one.
     pub fn search(
         &self,
         q: &str,
@@ -213,52 +224,54 @@ impl SuggestIndex {
             return Vec::new();
         }
         let last = words.len() - 1;
-        let all: Vec<[Vec<u64>; 3]> = (0..words.len())
+        let all: Vec<Tiers> = (0..words.len())
             .map(|i| self.tiers(&words[i], open && i == last))
             .collect();
         // No hit can match better than its worst word can: a word that can only match
         // fuzzily makes every hit fuzzy; one that matches nothing leaves nothing to find.
         let mut cap = Class::Exact;
         for t in &all {
-            let best = [Class::Exact, Class::Prefix, Class::Fuzzy]
-                .into_iter()
-                .zip(t)
-                .find(|(_, lists)| !lists.is_empty());
-            match best {
-                Some((c, _)) => cap = cap.min(c),
+            match CLASSES.iter().zip(&t.lists).find(|(_, l)| !l.is_empty()) {
+                Some((&c, _)) => cap = cap.min(c),
                 None => return Vec::new(),
             }
         }
-        // The driver: the word whose matches (exact, prefix, fuzzy) hold the fewest postings.
-        let tiers = all
-            .into_iter()
-            .min_by_key(|t| {
-                t.iter()
-                    .flatten()
-                    .map(|&k| self.list(k).len())
-                    .sum::<usize>()
-            })
-            .unwrap_or_default();
         let mut hits: Vec<Hit> = Vec::new();
-        let mut seen = HashSet::new();
+        // Entries checked so far: where each is in `hits` (if it matched), and the last phase
+        // that counted it.
+        let mut seen: HashMap<u32, (Option<usize>, usize)> = HashMap::new();
         let mut scanned = 0usize;
-        for (tier, lists) in [Class::Exact, Class::Prefix, Class::Fuzzy]
-            .into_iter()
-            .zip(&tiers)
-        {
-            let above = hits.iter().filter(|h| h.class > tier).count();
-            if above >= n {
+        for (depth, &class) in CLASSES.iter().enumerate() {
+            if class > cap {
+                continue;
+            }
+            let above = hits.iter().filter(|h| h.class > class).count();
+            if above >= n || scanned > MAX_POSTINGS {
                 break;
             }
             let need = n - above;
-            // The best class a hit first found in this tier can have.
-            let target = tier.min(cap);
-            // The `need` best final scores of the `target` class so far (a min-heap).
+            // The driver of this class: the word with the fewest postings down to its tier
+            // (a cut prefix counted whole: the words it did not read would be read too).
+            let Some(driver) = all.iter().min_by_key(|t| {
+                let read: usize = t.lists[..=depth]
+                    .iter()
+                    .flatten()
+                    .map(|&k| self.list(k).len())
+                    .sum();
+                match t.whole {
+                    Some(whole) if depth >= 1 => read.max(whole),
+                    _ => read,
+                }
+            }) else {
+                break;
+            };
+            // The `need` best final scores of this class so far (a min-heap).
             let mut best: BinaryHeap<Reverse<Score>> = BinaryHeap::new();
-            // Heads of this tier's lists, best static score first, then in entry order (the
-            // ranking's tie order, see `in_tie_order`).
-            let mut heads: BinaryHeap<Head> = lists
+            // Heads of the driver's lists down to this tier, best static score first, then in
+            // entry order (the ranking's tie order, see `in_tie_order`).
+            let mut heads: BinaryHeap<Head> = driver.lists[..=depth]
                 .iter()
+                .flatten()
                 .filter_map(|&k| {
                     let &e = self.list(k).first()?;
                     Some((
@@ -288,19 +301,26 @@ impl SuggestIndex {
                 if scanned > MAX_POSTINGS {
                     break;
                 }
-                if !seen.insert(e) {
+                // An entry seen in an earlier phase is in `hits` already (or matched nothing);
+                // one of this class counts towards the bound either way.
+                let (at, counted) = seen.entry(e).or_insert_with(|| {
+                    let at = self.check(e, &words, open, kinds, admit).map(|hit| {
+                        hits.push(hit);
+                        hits.len() - 1
+                    });
+                    (at, usize::MAX)
+                });
+                // An entry in several of the driver's lists counts once per phase.
+                if *counted == depth {
                     continue;
                 }
-                let Some(hit) = self.check(e, &words, open, kinds, admit) else {
-                    continue;
-                };
-                if hit.class == target {
-                    best.push(Reverse(Score(hit.score)));
+                *counted = depth;
+                if let Some(h) = at.map(|i| &hits[i]).filter(|h| h.class == class) {
+                    best.push(Reverse(Score(h.score)));
                     if best.len() > need {
                         best.pop();
                     }
                 }
-                hits.push(hit);
             }
         }
         rank(&mut hits, &self.entries, n);
@@ -338,7 +358,7 @@ impl SuggestIndex {
     /// The posting lists of the index words that `word` matches, by how: equal, extended
     /// (when `open`, the word still being typed) and within the allowed edits. A list is in
     /// the best tier it qualifies for.
-    fn tiers(&self, word: &str, open: bool) -> [Vec<u64>; 3] {
+    fn tiers(&self, word: &str, open: bool) -> Tiers {
         let mut exact: Vec<u64> = self.terms.get(word).into_iter().collect();
         let mut prefix = Vec::new();
         let mut fuzzy = Vec::new();
@@ -350,6 +370,11 @@ impl SuggestIndex {
                 MAX_TERMS,
             );
         }
+        // Counted before the word itself leaves the prefix tier.
+        let whole = (prefix.len() >= MAX_TERMS).then(|| {
+            // A cut prefix longer than `WIDE_LEN` is not counted: what it read stands in.
+            self.wide.get(word).copied().unwrap_or(0)
+        });
         if let Some(lev) = (dist > 0).then(|| Lev::new(word, dist, open)).flatten() {
             crate::automaton::walk(self.terms.as_fst(), &lev, MAX_FUZZY_TERMS, &mut fuzzy);
         }
@@ -357,7 +382,65 @@ impl SuggestIndex {
         prefix.retain(|k| !exact.contains(k));
         prefix.sort_unstable();
         fuzzy.retain(|k| exact.binary_search(k).is_err() && prefix.binary_search(k).is_err());
-        [exact, prefix, fuzzy]
+        Tiers {
+            lists: [exact, prefix, fuzzy],
+            whole,
+        }
+    }
+}
+
+/// Match classes best first, as the search runs them.
+const CLASSES: [Class; 3] = [Class::Exact, Class::Prefix, Class::Fuzzy];
+
+/// One query word's posting lists by tier (exact, prefix, fuzzy), and when its prefix tier was
+/// cut at `MAX_TERMS` words, the postings of every word it extends.
+struct Tiers {
+    lists: [Vec<u64>; 3],
+    whole: Option<usize>,
+}
+
+/// Prefixes up to this many characters long count their postings at build time.
+const WIDE_LEN: usize = 6;
+
+/// The postings of every prefix (up to [`WIDE_LEN`] characters) that more than `MAX_TERMS`
+/// index words extend: without it a query word such as "c" before a hundred thousand
+/// creator ids counts only the lists it reads (the first `MAX_TERMS`), looks rarer than
+/// "crimson" and drives, reading thousands of creators for a title that needs both words.
+/// Built in one pass over the sorted words, one open prefix per length.
+#[derive(Default)]
+struct Wide {
+    open: [(String, usize, usize); WIDE_LEN],
+    done: HashMap<String, usize>,
+}
+
+impl Wide {
+    fn add(&mut self, word: &str, postings: usize) {
+        let mut ends = word
+            .char_indices()
+            .map(|(i, _)| i)
+            .skip(1)
+            .chain([word.len()]);
+        for open in &mut self.open {
+            let Some(end) = ends.next() else { break };
+            let p = &word[..end];
+            if open.0 != p {
+                let (prefix, terms, sum) = std::mem::replace(open, (p.to_string(), 0, 0));
+                if terms > MAX_TERMS {
+                    self.done.insert(prefix, sum);
+                }
+            }
+            open.1 += 1;
+            open.2 += postings;
+        }
+    }
+
+    fn finish(mut self) -> HashMap<String, usize> {
+        for (prefix, terms, sum) in std::mem::take(&mut self.open) {
+            if terms > MAX_TERMS {
+                self.done.insert(prefix, sum);
+            }
+        }
+        self.done
     }
 }
 
@@ -479,4 +562,58 @@ pub fn brute_force(
         .collect();
     rank(&mut hits, entries, n);
     hits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A short last word after a rarer one ("crimson c", "c" before ten thousand "cNNNN"
+    /// words, more than `MAX_TERMS`): the exact phase reads the list of "c", the prefix phase
+    /// that of "crimson", and the answer is the brute-force one, words past the cut included.
+    #[test]
+    fn a_short_last_word_is_driven_per_class_and_the_answer_is_complete() {
+        let mut entries = Vec::new();
+        for i in 0..10_000u32 {
+            let score = (i % 97) as f32 / 97.0;
+            entries.push(Entry::new(
+                Kind::Item,
+                &format!("x{i}"),
+                &format!("c{i:04} river"),
+                i,
+                score,
+            ));
+        }
+        // Titles with "crimson" and a late "c…" word (past the first 4,096 "c" words), and
+        // one with the word "c" itself.
+        for (j, w) in ["c9990", "c9999", "c", "c5000", "cz"].iter().enumerate() {
+            let t = format!("crimson {w}");
+            entries.push(Entry::new(
+                Kind::Item,
+                &format!("y{j}"),
+                &t,
+                20_000 + j as u32,
+                0.01,
+            ));
+        }
+        let index = SuggestIndex::build(entries);
+        let admit = |_: &Entry| Some(0.0);
+        for q in [
+            "crimson c",
+            "crimson c9",
+            "crimson c",
+            "c999",
+            "crimson cz",
+            "river c",
+        ] {
+            let got = index.search(q, 5, &Kind::ALL, 0.0, &admit);
+            let want = brute_force(index.entries(), q, 5, &Kind::ALL, &admit);
+            assert_eq!(got, want, "query {q:?}");
+            assert!(!got.is_empty(), "query {q:?} finds something");
+        }
+        // The exact "c" title ranks first for "crimson c", the late prefixes after it.
+        let got = index.search("crimson c", 5, &Kind::ALL, 0.0, &admit);
+        assert_eq!(index.entries()[got[0].entry as usize].text, "crimson c");
+        assert_eq!(got.len(), 5);
+    }
 }

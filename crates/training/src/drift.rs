@@ -26,6 +26,7 @@ const TOP_SHARE: f64 = 0.01;
 /// One served item, as drift monitoring sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct ServedItem {
+    pub item: cascade_core::Idx,
     pub sources: u16,
     pub score: f32,
     pub prerank: f32,
@@ -41,6 +42,8 @@ pub struct Served {
     pub surface: String,
     pub model_version: String,
     pub request_id: String,
+    /// The user, hashed (coverage counts each user once per block).
+    pub user: u64,
     /// The user had no interaction before the request.
     pub cold: bool,
     pub items: Vec<ServedItem>,
@@ -63,6 +66,7 @@ impl Served {
             .items
             .iter()
             .map(|c| ServedItem {
+                item: c.item,
                 sources: c.sources,
                 score: c.score,
                 prerank: c.prerank,
@@ -87,6 +91,12 @@ impl Served {
             surface: ctx.query.surface.clone(),
             model_version: r.model_version().to_string(),
             request_id: ctx.query.request_id.clone(),
+            user: {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                ctx.query.user_id.hash(&mut h);
+                h.finish()
+            },
             cold: ctx.user.interactions == 0,
             items,
             source_names: names.0.clone(),
@@ -189,6 +199,68 @@ pub fn observe_served(o: &mut dyn Observer, s: &Served) {
             for row in s.rows.chunks_exact(width) {
                 o.numeric(&key, row[f]);
             }
+        }
+    }
+}
+
+/// A click (or view) on an item of a served list, joined by its request id: the item's
+/// sources count in `<surface>.click_source_mix`, beside the mix of what was served. The
+/// training log holds no clicks on Cascade's own lists, so this signal's reference is the
+/// first window after activation (see the runtime's monitor).
+pub fn observe_click(o: &mut dyn Observer, surface: &str, sources: u16, names: &[String]) {
+    let mix = format!("{surface}.click_source_mix");
+    for n in names.iter().map(String::as_str).chain(["fallback"]) {
+        o.label(&mix, true, n, 0);
+    }
+    if sources == 0 {
+        o.label(&mix, true, "fallback", 1);
+    }
+    for (slot, name) in names.iter().enumerate() {
+        if sources & (1 << slot) != 0 {
+            o.label(&mix, true, name, 1);
+        }
+    }
+}
+
+/// Served slots per observation of `<surface>.distinct_share`.
+pub const COVERAGE_BLOCK: usize = 100;
+
+/// Catalog coverage at a fixed sample size: per surface, the share of distinct items among
+/// the lists of consecutive requests of different users, at least [`COVERAGE_BLOCK`] slots
+/// at a time. Distinct items over a whole window grow with its traffic; over a fixed block
+/// they do not, and they fall when lists converge on the same head items (a stuck trending
+/// list, a collapsed embedding). A user's repeated requests (a session's refreshes, which a
+/// reference sampled from the log hardly has) wait for the next block. Holds one block per
+/// surface.
+#[derive(Debug, Default)]
+pub struct Coverage {
+    blocks: HashMap<String, (Vec<u64>, Vec<cascade_core::Idx>)>,
+}
+
+impl Coverage {
+    pub fn observe(&mut self, o: &mut dyn Observer, s: &Served) {
+        if s.items.is_empty() {
+            return;
+        }
+        if !self.blocks.contains_key(&s.surface) {
+            self.blocks.insert(s.surface.clone(), Default::default());
+        }
+        let Some((users, block)) = self.blocks.get_mut(&s.surface) else {
+            return;
+        };
+        if users.contains(&s.user) {
+            return;
+        }
+        users.push(s.user);
+        block.extend(s.items.iter().map(|it| it.item));
+        if block.len() >= COVERAGE_BLOCK {
+            let len = block.len();
+            block.sort_unstable();
+            block.dedup();
+            let share = block.len() as f32 / len as f32;
+            o.numeric(&format!("{}.distinct_share", s.surface), share);
+            block.clear();
+            users.clear();
         }
     }
 }
@@ -301,6 +373,7 @@ pub fn capture(
         .build()
         .map_err(|e| TrainingError::Io(e.to_string()))?;
     let mut b = ProfileBuilder::default();
+    let mut coverage = Coverage::default();
     let (mut seen, mut engaged, mut asked) = (0usize, 0usize, 0usize);
     let (first_ts, last_ts) = window_span(mutations, from);
     let popular_every = (config.models().popular_refresh_ms as i64)
@@ -392,7 +465,9 @@ pub fn capture(
                         let n = names
                             .entry(name.clone())
                             .or_insert_with(|| Served::names(&r));
-                        observe_served(&mut b, &Served::of(&r, n));
+                        let served = Served::of(&r, n);
+                        observe_served(&mut b, &served);
+                        coverage.observe(&mut b, &served);
                     }
                 }
             }
