@@ -278,7 +278,7 @@ async fn load(
                 h.record(t.elapsed().as_micros().max(1) as u64)?;
                 let ok = body.is_some();
                 k += 1;
-                if k % 8 == 0
+                if k.is_multiple_of(8)
                     && let Some(t) = body.and_then(|b| serde_json::from_slice::<Timed>(&b).ok())
                 {
                     for (stage, ms) in t.timings_ms {
