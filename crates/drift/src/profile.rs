@@ -43,7 +43,8 @@ pub struct Sketch {
     /// [`PARTS`] consecutive parts, and this is the second-largest measure between a part and
     /// the whole, less what sampling alone gives a part that size. A signal that normal
     /// traffic moves that much from one part of the day to another (what is trending, who is
-    /// awake) cannot alarm at that level.
+    /// awake) cannot alarm at that level. A rate's is its dispersion between the parts
+    /// (see `dispersion`), which widens the z test's standard error.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub noise: f64,
 }
@@ -138,7 +139,8 @@ pub struct ProfileBuilder {
     numeric: BTreeMap<String, Reservoir>,
     /// Per label, the counts of each part.
     labels: BTreeMap<String, (SketchKind, BTreeMap<String, [u64; PARTS]>)>,
-    rates: BTreeMap<String, [u64; 3]>,
+    /// Per rate, `[hits, trials, units]` of each part.
+    rates: BTreeMap<String, [[u64; 3]; PARTS]>,
     /// The part observations now go to ([`ProfileBuilder::part`]).
     part: usize,
 }
@@ -206,6 +208,37 @@ fn noise(kind: SketchKind, parts: &[Vec<u64>]) -> f64 {
     over.get(1).or(over.first()).copied().unwrap_or(0.0)
 }
 
+/// A rate's over-dispersion between the parts of its period: Pearson's χ² of the parts' rates
+/// (each weighed by its units) over its degrees of freedom, 1 when the units are independent
+/// draws of one rate. Engagements cluster (a trending item's clicks come together, a session
+/// repeats its user), so a rate's true standard error is `sqrt(φ)` times the binomial one and
+/// the z test divides by it — the quasi-binomial correction. 0 when too few parts have data.
+fn dispersion(parts: &[[u64; 3]; PARTS]) -> f64 {
+    let (h, n) = parts
+        .iter()
+        .fold((0u64, 0u64), |(h, n), p| (h + p[0], n + p[1]));
+    if n == 0 {
+        return 0.0;
+    }
+    let p = h as f64 / n as f64;
+    let var = p * (1.0 - p);
+    let used: Vec<&[u64; 3]> = parts
+        .iter()
+        .filter(|x| x[2] >= MIN_PART && x[1] > 0)
+        .collect();
+    if used.len() < 3 || var <= 0.0 {
+        return 0.0;
+    }
+    let chi: f64 = used
+        .iter()
+        .map(|x| {
+            let pk = x[0] as f64 / x[1] as f64;
+            x[2] as f64 * (pk - p).powi(2) / var
+        })
+        .sum();
+    chi / (used.len() - 1) as f64
+}
+
 /// Where observations go: a [`ProfileBuilder`] at training time, a live window when serving
 /// (the same code feeds both, so reference and window measure the same thing).
 pub trait Observer {
@@ -226,7 +259,11 @@ impl Observer for ProfileBuilder {
     }
 
     fn rate(&mut self, name: &str, hits: u64, trials: u64) {
-        let r = self.rates.entry(name.to_string()).or_default();
+        let part = self.part;
+        let r = &mut self
+            .rates
+            .entry(name.to_string())
+            .or_insert([[0; 3]; PARTS])[part];
         r[0] += hits;
         r[1] += trials;
         // A call with hits alone (a click, counted against earlier impressions) adds none.
@@ -287,7 +324,11 @@ impl ProfileBuilder {
                 .values()
                 .map(|l| l.1.values().map(|c| c.iter().sum::<u64>()).sum::<u64>())
                 .sum::<u64>()
-            + self.rates.values().map(|r| r[1]).sum::<u64>()
+            + self
+                .rates
+                .values()
+                .map(|r| r.iter().map(|p| p[1]).sum::<u64>())
+                .sum::<u64>()
     }
 
     /// The profile: numeric signals in up to `bins` quantile bins, categorical ones with their
@@ -355,15 +396,15 @@ impl ProfileBuilder {
                 noise: noise(kind, &parts),
             });
         }
-        for (name, r) in self.rates {
+        for (name, parts) in self.rates {
+            let counts: Vec<u64> = (0..3).map(|i| parts.iter().map(|p| p[i]).sum()).collect();
             sketches.push(Sketch {
                 name,
                 kind: SketchKind::Rate,
                 edges: Vec::new(),
                 labels: Vec::new(),
-                counts: r.to_vec(),
-                // The z test already weighs a rate's sampling error.
-                noise: 0.0,
+                noise: dispersion(&parts),
+                counts,
             });
         }
         sketches.sort_by(|a, b| a.name.cmp(&b.name));
@@ -413,5 +454,29 @@ mod tests {
         // Round trip.
         let json = serde_json::to_string(&p).expect("json");
         assert_eq!(serde_json::from_str::<Profile>(&json).expect("back"), p);
+    }
+
+    #[test]
+    fn a_rate_that_moves_between_parts_is_over_dispersed() {
+        let mut steady = ProfileBuilder::default();
+        let mut bursty = ProfileBuilder::default();
+        let mut x: u64 = 7;
+        for part in 0..PARTS {
+            steady.part(part);
+            bursty.part(part);
+            // Bursty: the rate is 0.05 in even parts and 0.25 in odd ones.
+            let p = if part % 2 == 0 { 5 } else { 25 };
+            for i in 0..1000u64 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                steady.trial("r", (x >> 33) % 100 < 15);
+                bursty.trial("r", (i * 7919) % 100 < p);
+            }
+        }
+        let phi = |b: ProfileBuilder| b.finish("", 0, 10, 10).get("r").map(|s| s.noise);
+        let (s, b) = (phi(steady).expect("steady"), phi(bursty).expect("bursty"));
+        assert!((0.3..2.0).contains(&s), "independent draws: {s}");
+        assert!(b > 50.0, "a rate alternating between parts: {b}");
     }
 }

@@ -173,7 +173,8 @@ impl DriftSection {
         let t = match kind {
             SketchKind::Numeric | SketchKind::Categorical => self.psi,
             SketchKind::Mix => self.js,
-            SketchKind::Rate => self.rate_z,
+            // A rate's noise (its dispersion) widens the z's standard error instead.
+            SketchKind::Rate => return self.rate_z,
         };
         Threshold {
             warn: t.warn.max(self.noise_warn * noise),
@@ -255,7 +256,8 @@ fn compare(r: &Sketch, w: &Sketch, cfg: &DriftSection) -> Signal {
     match w.kind {
         SketchKind::Rate => {
             let (rh, wh) = (r.counts[0], w.counts[0]);
-            let z = clustered_z([rh, rn, r.units()], [wh, wn, w.units()]);
+            // Over-dispersed in its reference (clustered engagements): a wider error.
+            let z = clustered_z([rh, rn, r.units()], [wh, wn, w.units()]) / r.noise.max(1.0).sqrt();
             let (rr, wr) = (rh as f64 / rn.max(1) as f64, wh as f64 / wn.max(1) as f64);
             let moved = (wr - rr).abs() >= cfg.rate_min_change * rr.max(1.0 / rn.max(1) as f64);
             let status = match level(z.abs()) {

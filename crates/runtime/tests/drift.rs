@@ -521,7 +521,7 @@ fn top_clicks(r: &PipelineResult, user: &str, id: &str, at: i64) -> Vec<Event> {
 async fn clicks_are_joined_to_their_sources_and_a_failing_source_moves_their_mix() {
     let tmp = tempfile::tempdir().expect("tmp");
     // The clicks' reference is the first window after activation: a short one here.
-    let e = open_with(&tmp, |c| c.drift.window_s = 10).await;
+    let e = open_with(&tmp, |c| c.drift.window_s = 20).await;
     let opened = std::time::Instant::now();
     let m = e.drift.clone().expect("monitor");
     let w = world();
@@ -537,10 +537,15 @@ async fn clicks_are_joined_to_their_sources_and_a_failing_source_moves_their_mix
     }
     assert!(m.flush(Duration::from_secs(30)));
     assert!(
+        opened.elapsed() < Duration::from_secs(20),
+        "the reference's traffic took {:?}, longer than its window",
+        opened.elapsed()
+    );
+    assert!(
         status(&m.report(None), "home.click_source_mix").is_none(),
         "no click reference before the first window ends"
     );
-    tokio::time::sleep(Duration::from_secs(11).saturating_sub(opened.elapsed())).await;
+    tokio::time::sleep(Duration::from_secs(21).saturating_sub(opened.elapsed())).await;
     e.env.faults.set(Dependency::Ann, Fault::Error);
     let start = cascade_core::time::now_millis();
     for (k, u) in users[300..600].iter().enumerate() {

@@ -367,3 +367,47 @@ mod readme {
         });
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Any configuration file, however mangled, loads or is refused with an error: the
+        /// README's full example with bytes overwritten, cut, or replaced by noise.
+        #[test]
+        #[allow(clippy::result_large_err)] // figment::Jail's closure type, not ours
+        fn any_config_file_loads_or_is_refused(
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+            cut in proptest::option::of(any::<usize>()),
+            noise in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..400)),
+        ) {
+            let readme = include_str!("../../../README.md");
+            let start = readme.find("```toml\ndata_dir").map_or(0, |s| s + "```toml\n".len());
+            let len = readme[start..].find("```").unwrap_or(0);
+            let mut bytes = readme.as_bytes()[start..start + len].to_vec();
+            for (at, b) in edits {
+                let n = bytes.len().max(1);
+                if let Some(x) = bytes.get_mut(at % n) {
+                    *x = b;
+                }
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c % (bytes.len() + 1));
+            }
+            if let Some(n) = noise {
+                bytes = n;
+            }
+            figment::Jail::expect_with(|_jail| {
+                let dir = tempfile::tempdir().expect("tmp");
+                let f = dir.path().join("cascade.toml");
+                std::fs::write(&f, &bytes).expect("write");
+                let _ = Config::load(Some(&f));
+                Ok(())
+            });
+        }
+    }
+}
