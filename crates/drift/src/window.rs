@@ -36,16 +36,7 @@ impl Windows {
                 .enumerate()
                 .map(|(i, s)| (s.name.clone(), i))
                 .collect(),
-            labels: shape
-                .iter()
-                .map(|s| {
-                    s.labels
-                        .iter()
-                        .enumerate()
-                        .map(|(i, l)| (l.clone(), i))
-                        .collect()
-                })
-                .collect(),
+            labels: label_maps(&shape),
             shape,
             offsets,
             width,
@@ -75,16 +66,7 @@ impl Windows {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
-        self.labels = shape
-            .iter()
-            .map(|s| {
-                s.labels
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| (l.clone(), i))
-                    .collect()
-            })
-            .collect();
+        self.labels = label_maps(&shape);
         self.shape = shape;
         self.offsets = offsets;
         for (_, counts) in &mut self.buckets {
@@ -226,6 +208,20 @@ impl Windows {
     pub fn max_bytes(&self) -> usize {
         self.max_buckets * self.width * std::mem::size_of::<u32>()
     }
+}
+
+/// Each sketch's label → bin.
+fn label_maps(shape: &[Sketch]) -> Vec<HashMap<String, usize>> {
+    shape
+        .iter()
+        .map(|s| {
+            s.labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.clone(), i))
+                .collect()
+        })
+        .collect()
 }
 
 /// See [`Windows::at`].

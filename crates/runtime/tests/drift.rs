@@ -396,33 +396,9 @@ async fn a_bundle_from_another_world_moves_the_scores_and_loses_clicks() {
     };
     let at = w.rest[0].ts;
     let feedback = |r: &PipelineResult, user: &str, id: &str| -> Vec<Event> {
-        let g = r.ctx.state.read();
-        r.items
-            .iter()
-            .enumerate()
-            .flat_map(|(pos, c)| {
-                let item = g.item_id(c.item).to_string();
-                let clicked = future.get(user).is_some_and(|f| f.contains(item.as_str()));
-                let ev = |kind| Event {
-                    kind,
-                    user_id: user.to_string(),
-                    target: cascade_core::Target::Item(item.clone()),
-                    value: 1.0,
-                    fraction: None,
-                    ts: at,
-                    request_id: Some(id.to_string()),
-                    surface: Some("home".into()),
-                    position: Some(pos as u32),
-                    propensity: None,
-                    experiment: None,
-                };
-                let mut v = vec![ev(EventKind::Impression)];
-                if clicked {
-                    v.push(ev(EventKind::Click));
-                }
-                v
-            })
-            .collect()
+        lists_feedback(r, user, id, at, |_, item, _| {
+            future.get(user).is_some_and(|f| f.contains(item))
+        })
     };
     for (k, u) in users.iter().enumerate() {
         let id = format!("g{k}");
@@ -487,18 +463,26 @@ async fn a_failing_source_moves_the_source_mix() {
     e.close().await;
 }
 
-/// Feedback on a served list: an impression per item, a click on the first three (whatever
-/// their source, so the clicks' source mix follows the top of the lists').
-fn top_clicks(r: &PipelineResult, user: &str, id: &str, at: i64) -> Vec<Event> {
+/// Feedback on a served list at `at`: an impression per item, and a click where `click`
+/// (position, item id, the item's source bits) says.
+fn lists_feedback(
+    r: &PipelineResult,
+    user: &str,
+    id: &str,
+    at: i64,
+    click: impl Fn(usize, &str, u16) -> bool,
+) -> Vec<Event> {
     let g = r.ctx.state.read();
     r.items
         .iter()
         .enumerate()
         .flat_map(|(pos, c)| {
+            let item = g.item_id(c.item).to_string();
+            let clicked = click(pos, &item, c.sources);
             let ev = |kind| Event {
                 kind,
                 user_id: user.to_string(),
-                target: cascade_core::Target::Item(g.item_id(c.item).to_string()),
+                target: cascade_core::Target::Item(item.clone()),
                 value: 1.0,
                 fraction: None,
                 ts: at,
@@ -509,12 +493,21 @@ fn top_clicks(r: &PipelineResult, user: &str, id: &str, at: i64) -> Vec<Event> {
                 experiment: None,
             };
             let mut v = vec![ev(EventKind::Impression)];
-            if pos < 3 {
+            if clicked {
                 v.push(ev(EventKind::Click));
             }
             v
         })
         .collect()
+}
+
+/// Clicks on the first item of a list and on every item the embedding source proposed: users
+/// who like what is personal to them, so the clicks' source mix leans on that source.
+fn top_clicks(r: &PipelineResult, user: &str, id: &str, at: i64) -> Vec<Event> {
+    let embedding = r.source_names.iter().position(|n| n == "embedding");
+    lists_feedback(r, user, id, at, |pos, _, sources| {
+        pos == 0 || embedding.is_some_and(|slot| sources & (1 << slot) != 0)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

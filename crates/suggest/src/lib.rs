@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod index;
 pub mod matching;
 pub mod normalize;
+mod wide;
 
 pub use index::{Entry, Hit, Kind, SuggestIndex, brute_force, order};
 pub use matching::Class;
