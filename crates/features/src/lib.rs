@@ -8,6 +8,7 @@ mod apply;
 pub mod config;
 pub mod experiments;
 mod memory;
+mod readback;
 mod records;
 pub mod schema;
 pub mod snapshot;
@@ -16,6 +17,7 @@ pub mod store;
 pub mod weights;
 
 pub use config::FeaturesSection;
+pub use readback::{Feedback, ItemCounts, Page, UserRecord};
 pub use schema::{FeatureDef, FeatureSchema};
 pub use snapshot::Snapshot;
 pub use state::{Inner, Interaction, ItemRec, ItemStats, State, StateStats, UserState, UserView};

@@ -281,12 +281,12 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use cascade_core::{Event, EventKind, Item, ItemPatch, Target, TimeInput};
     use serde_json::Map;
 
-    fn item(id: &str, cat: &str) -> Item {
+    pub(crate) fn item(id: &str, cat: &str) -> Item {
         Item {
             id: id.into(),
             title: format!("Title {id}"),
@@ -300,7 +300,7 @@ mod tests {
         }
     }
 
-    fn ev(kind: EventKind, user: &str, item: &str, ts: Millis) -> Event {
+    pub(crate) fn ev(kind: EventKind, user: &str, item: &str, ts: Millis) -> Event {
         Event {
             kind,
             user_id: user.into(),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 mod extract;
 mod observe;
+mod paging;
 pub mod resources;
 pub mod router;
 pub mod state;

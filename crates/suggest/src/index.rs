@@ -5,7 +5,7 @@
 use crate::automaton::Lev;
 use crate::matching::{Class, max_distance, word_match};
 use crate::normalize::{Token, query_words, tokens};
-use crate::wide::Wide;
+use crate::wide::{MAX_TERMS, Wide};
 use fst::automaton::{Automaton, Str};
 use fst::{IntoStreamer, Map, MapBuilder, Streamer};
 use rayon::prelude::*;
@@ -77,9 +77,6 @@ pub struct Hit {
     pub highlight: Vec<[u32; 2]>,
 }
 
-/// Most index words one query word expands to, and most postings read for it: a short prefix
-/// of a large catalog stops there (postings are best first, so what is read is the best).
-pub(crate) const MAX_TERMS: usize = 4096;
 /// The same for the words a typo may stand for (a long mistyped number has thousands).
 const MAX_FUZZY_TERMS: usize = 512;
 const MAX_POSTINGS: usize = 50_000;

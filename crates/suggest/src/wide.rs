@@ -1,8 +1,11 @@
 //! Prefix totals for the search's choice of driver: the postings under every short prefix
 //! that more than `MAX_TERMS` index words extend, counted in one pass as the index is built.
 
-use crate::index::MAX_TERMS;
 use std::collections::HashMap;
+
+/// Most index words one query word expands to, and most postings read for it: a short prefix
+/// of a large catalog stops there (postings are best first, so what is read is the best).
+pub(crate) const MAX_TERMS: usize = 4096;
 
 /// Prefixes up to this many characters long count their postings at build time.
 const WIDE_LEN: usize = 6;

@@ -1,11 +1,14 @@
-//! `/v1/items`: batch upsert, partial update and deletion of items.
+//! `/v1/items`: batch upsert, read-back (one item, or all of them in pages), partial update
+//! and deletion of items.
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
-use crate::extract::check_batch;
+use crate::extract::{check_batch, query_error};
+use crate::paging::{PageParams, encode};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use cascade_core::time::now_millis;
 use cascade_core::{Item, ItemPatch, Mutation};
 use serde::{Deserialize, Serialize};
@@ -16,8 +19,8 @@ use utoipa_axum::routes;
 /// This resource's routes (the router puts them in their access group).
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(upsert_items))
-        .routes(routes!(patch_item, delete_item))
+        .routes(routes!(upsert_items, list_items))
+        .routes(routes!(get_item, patch_item, delete_item))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -53,6 +56,72 @@ async fn upsert_items(
     let n = b.items.len();
     s.engine.commit(Mutation::UpsertItems(b.items)).await?;
     Ok(Json(Upserted { upserted: n }))
+}
+
+/// One item as stored (the shape `POST /v1/items` takes) and its feedback counts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemOut {
+    pub item: Item,
+    /// Impressions, views, clicks, likes, skips, hides, shares, watches, and engagements
+    /// (the positive ones popularity counts).
+    #[schema(value_type = Object)]
+    pub counts: cascade_features::ItemCounts,
+}
+
+/// A page of items in a stable order (the order they were first seen).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemsPage {
+    pub items: Vec<Item>,
+    /// Pass back as `cursor` for the next page; `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Cursor tag of the item listing.
+const ITEMS: char = 'i';
+
+/// Read an item back: its record as stored (hidden and mature items too) and its counts.
+#[utoipa::path(get, path = "/v1/items/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = ItemOut), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_item(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ItemOut>, ApiError> {
+    let g = s.engine.env.state.read();
+    let found = g
+        .items
+        .get(&id)
+        .and_then(|idx| Some((g.item_record(idx)?, g.item_counts(idx))));
+    drop(g);
+    match found {
+        Some((item, counts)) => Ok(Json(ItemOut { item, counts })),
+        None => Err(ApiError::not_found(
+            "item_not_found",
+            "id",
+            format!("no item `{id}`"),
+        )),
+    }
+}
+
+/// Every live item, a page at a time, in the order they were first seen (stable across
+/// restarts: the log's order). Deleted items are not listed.
+#[utoipa::path(get, path = "/v1/items", params(PageParams),
+    responses((status = 200, body = ItemsPage), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_items(
+    State(s): State<AppState>,
+    q: Result<Query<PageParams>, QueryRejection>,
+) -> Result<Json<ItemsPage>, ApiError> {
+    let Query(p) = q.map_err(query_error)?;
+    let (n, from) = p.resolve(ITEMS)?;
+    let g = s.engine.env.state.read();
+    let page = g.items_page(from, n);
+    let items = page.rows.iter().filter_map(|&i| g.item_record(i)).collect();
+    drop(g);
+    Ok(Json(ItemsPage {
+        items,
+        next_cursor: page.next.map(|at| encode(ITEMS, at)),
+    }))
 }
 
 fn require_item(s: &AppState, id: &str) -> Result<(), ApiError> {

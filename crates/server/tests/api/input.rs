@@ -251,6 +251,11 @@ async fn openapi_and_metrics_describe_the_service() {
         ("/v1/admin/experiments", "get"),
         ("/v1/admin/experiments/{name}", "get"),
         ("/v1/admin/drift", "get"),
+        ("/v1/items", "get"),
+        ("/v1/items/{id}", "get"),
+        ("/v1/users", "get"),
+        ("/v1/users/{id}", "get"),
+        ("/v1/users/{id}/events", "get"),
     ];
     for (path, method) in expect {
         assert!(
