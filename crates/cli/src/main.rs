@@ -109,6 +109,13 @@ enum Command {
         #[command(flatten)]
         dir: DataDirArgs,
     },
+    /// Compact the data dir's log now (the server also does every
+    /// `storage.compaction_interval_s` when a retention is set or an erasure waits): events past
+    /// `storage.retention_*` and every record of erased users leave it.
+    Compact {
+        #[command(flatten)]
+        dir: DataDirArgs,
+    },
     /// The online feature store (`storage.backend = "redis"`).
     Features {
         #[command(subcommand)]
@@ -278,6 +285,34 @@ fn main() -> anyhow::Result<()> {
                 path.display(),
                 bytes as f64 / 1e6,
                 t.elapsed().as_secs_f64()
+            );
+            rt.block_on(engine.close());
+            Ok(())
+        }
+        Command::Compact { dir } => {
+            let rt = runtime()?;
+            let t = Instant::now();
+            let engine = open_engine(&rt, dir.data_dir, dir.config.as_deref())?;
+            let opened = t.elapsed();
+            let t = Instant::now();
+            let e = engine.clone();
+            let c = rt.block_on(async move {
+                tokio::task::spawn_blocking(move || e.compact_now())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("compaction panicked: {e}"))
+            })??;
+            println!(
+                "opened in {:.2}s; compacted {} segments in {:.2}s: {} records ({:.1} MB) -> {} ({:.1} MB), {} events -> {}, {} erased users purged",
+                opened.as_secs_f64(),
+                c.segments,
+                t.elapsed().as_secs_f64(),
+                c.records_in,
+                c.bytes_in as f64 / 1e6,
+                c.records_out,
+                c.bytes_out as f64 / 1e6,
+                c.events_in,
+                c.events_out,
+                c.erased_users,
             );
             rt.block_on(engine.close());
             Ok(())

@@ -42,6 +42,20 @@ impl IdMap {
         self.set.get_index(idx as usize).map(|s| &**s)
     }
 
+    /// Forgets the id at `idx` while keeping the index allocated (later indexes keep their
+    /// meaning): its name becomes one no API id can equal, since ids never hold control
+    /// characters (see `check_id`). The id, if seen again, gets a new index.
+    pub fn forget(&mut self, idx: Idx) {
+        let tomb: Box<str> = format!("\u{0}{idx}").into();
+        // Each tombstone names its own index, so the name is new unless already forgotten.
+        let _ = self.set.replace_index(idx as usize, tomb);
+    }
+
+    /// Whether `idx` was forgotten (see [`IdMap::forget`]).
+    pub fn is_forgotten(&self, idx: Idx) -> bool {
+        self.name(idx).is_some_and(|n| n.starts_with('\u{0}'))
+    }
+
     pub fn len(&self) -> usize {
         self.set.len()
     }
@@ -65,5 +79,21 @@ mod tests {
         assert_eq!(m.get("zz"), None);
         assert_eq!(m.name(1), Some("a"));
         assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn a_forgotten_id_keeps_its_index_but_not_its_name() {
+        let mut m = IdMap::new();
+        m.intern("ana");
+        m.intern("bo");
+        m.forget(0);
+        m.forget(0);
+        assert_eq!(m.get("ana"), None);
+        assert!(m.is_forgotten(0) && !m.is_forgotten(1));
+        assert_eq!(m.get("bo"), Some(1));
+        assert!(!m.name(0).unwrap_or("ana").contains("ana"));
+        // Seen again, the id starts over at a new index.
+        assert_eq!(m.intern("ana"), 2);
+        assert_eq!(m.len(), 3);
     }
 }

@@ -516,12 +516,29 @@ impl EditorialList {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mutation {
     UpsertItems(Vec<Item>),
-    PatchItem { id: String, patch: ItemPatch },
-    DeleteItem { id: String },
+    PatchItem {
+        id: String,
+        patch: ItemPatch,
+    },
+    DeleteItem {
+        id: String,
+    },
     UpsertUsers(Vec<User>),
     UpsertEditorial(EditorialList),
-    DeleteEditorial { id: String },
+    DeleteEditorial {
+        id: String,
+    },
     Events(Vec<Event>),
+    /// Forgets a user: their per-user state and every event of theirs so far (aggregates
+    /// that cannot identify them stay). Log compaction drops their earlier records.
+    EraseUser {
+        id: String,
+    },
+    /// Forgets every feedback event between one user and one item so far.
+    DeleteFeedback {
+        user_id: String,
+        item_id: String,
+    },
 }
 
 impl Mutation {
@@ -533,6 +550,7 @@ impl Mutation {
             Mutation::UpsertEditorial(_) | Mutation::DeleteEditorial { .. } => 1,
             Mutation::Events(v) => v.len(),
             Mutation::PatchItem { .. } | Mutation::DeleteItem { .. } => 1,
+            Mutation::EraseUser { .. } | Mutation::DeleteFeedback { .. } => 1,
         }
     }
 

@@ -188,7 +188,13 @@ impl Inner {
         if !impressions_only {
             self.generation += 1;
         }
-        if !matches!(m, Mutation::Events(_) | Mutation::UpsertUsers(_)) {
+        if !matches!(
+            m,
+            Mutation::Events(_)
+                | Mutation::UpsertUsers(_)
+                | Mutation::EraseUser { .. }
+                | Mutation::DeleteFeedback { .. }
+        ) {
             self.catalog_generation += 1;
         }
         match m {
@@ -218,7 +224,41 @@ impl Inner {
                     self.apply_event(e);
                 }
             }
+            Mutation::EraseUser { id } => self.erase_user(id),
+            Mutation::DeleteFeedback { user_id, item_id } => self.delete_feedback(user_id, item_id),
         }
+    }
+
+    /// Forgets user `id`: their state (attributes, follows, history, seen, engaged, hidden,
+    /// impressions, segments) and their id. What their events added to item aggregates
+    /// (popularity, counters, co-visitation) stays: it holds no user.
+    fn erase_user(&mut self, id: &str) {
+        let Some(u) = self.users.get(id) else {
+            return;
+        };
+        self.user_states[u as usize] = UserState::default();
+        self.fold_pairs.retain(|&(_, x)| x != u);
+        self.users.forget(u);
+    }
+
+    /// Forgets every feedback event of user `user_id` on item `item_id`: history, seen,
+    /// engaged, impressions and the item's hide (a creator hidden through it stays hidden:
+    /// other feedback may have hidden them too).
+    fn delete_feedback(&mut self, user_id: &str, item_id: &str) {
+        let (Some(u), Some(i)) = (self.users.get(user_id), self.items.get(item_id)) else {
+            return;
+        };
+        let st = &mut self.user_states[u as usize];
+        st.history.retain(|x| x.item != i);
+        let first = st.seen.iter().find(|&&(x, _)| x == i).map(|&(_, t)| t);
+        st.seen.retain(|&(x, _)| x != i);
+        st.engaged.retain(|&(x, _)| x != i);
+        st.shown.retain(|&(x, _)| x != i);
+        st.hidden_items.retain(|&x| x != i);
+        if first == Some(st.first_s) {
+            st.first_s = st.seen.iter().map(|&(_, t)| t).min().unwrap_or(0);
+        }
+        self.fold_pairs.retain(|&p| p != (i, u));
     }
 
     pub(crate) fn apply_event(&mut self, e: &cascade_core::Event) {

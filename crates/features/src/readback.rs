@@ -5,23 +5,19 @@
 //! cursor stays valid across restarts and replicas. Reads copy out under the caller's read
 //! guard; nothing here allocates more than the page it returns.
 
-use crate::state::Inner;
+use crate::state::{Inner, ItemStats};
 use cascade_core::time::TimeInput;
 use cascade_core::{EventKind, IdMap, Idx, Item, NONE_IDX, User};
 
-/// An item's feedback counts, beside its record.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+/// An item's feedback counts, beside its record: the state's [`ItemStats`] with the two
+/// counters kept beside them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct ItemCounts {
     pub impressions: u32,
-    pub views: u32,
-    pub clicks: u32,
-    pub likes: u32,
-    pub skips: u32,
-    pub hides: u32,
-    pub shares: u32,
-    pub watches: u32,
     /// Positive engagements (what popularity counts).
     pub engagements: u32,
+    #[serde(flatten)]
+    pub stats: ItemStats,
 }
 
 /// A user as the state holds them: what was upserted, and what their feedback left.
@@ -85,16 +81,9 @@ impl Inner {
     /// The feedback counts of item `idx`.
     pub fn item_counts(&self, idx: Idx) -> ItemCounts {
         let i = idx as usize;
-        let s = self.item_stats.get(i).copied().unwrap_or_default();
         ItemCounts {
             impressions: self.impressions.get(i).copied().unwrap_or(0),
-            views: s.views,
-            clicks: s.clicks,
-            likes: s.likes,
-            skips: s.skips,
-            hides: s.hides,
-            shares: s.shares,
-            watches: s.watches,
+            stats: self.item_stats.get(i).copied().unwrap_or_default(),
             engagements: self.engagements.get(i).copied().unwrap_or(0),
         }
     }
@@ -275,5 +264,69 @@ mod tests {
             .filter_map(|&i| g.users.name(i))
             .collect();
         assert_eq!(ids, ["u1", "u2"]);
+    }
+
+    #[test]
+    fn an_erased_user_is_gone_and_deleted_feedback_is_forgotten_while_aggregates_stay() {
+        let s = State::new(StateConfig::default());
+        s.apply(&Mutation::UpsertItems(vec![item("a", "X"), item("b", "Y")]));
+        s.apply(&Mutation::UpsertUsers(vec![User {
+            id: "ana".into(),
+            attributes: serde_json::from_str(r#"{"locale":"pt"}"#).expect("attrs"),
+            follows: vec!["c1".into()],
+        }]));
+        s.apply(&Mutation::Events(vec![
+            ev(EventKind::Like, "ana", "a", 100_000),
+            ev(EventKind::Hide, "ana", "b", 200_000),
+            ev(EventKind::Click, "bo", "a", 300_000),
+            ev(EventKind::Like, "bo", "b", 400_000),
+        ]));
+        s.apply(&Mutation::DeleteFeedback {
+            user_id: "bo".into(),
+            item_id: "a".into(),
+        });
+        s.apply(&Mutation::EraseUser { id: "ana".into() });
+        let g = s.read();
+        assert_eq!(g.users.get("ana"), None);
+        let listed: Vec<_> = g
+            .users_page(0, 10)
+            .rows
+            .iter()
+            .filter_map(|&i| g.users.name(i))
+            .collect();
+        assert_eq!(listed, ["bo"]);
+        let bo = g.users.get("bo").expect("bo");
+        let left: Vec<_> = g
+            .user_feedback(bo, None, 0, 10)
+            .rows
+            .iter()
+            .map(|f| f.item_id.clone())
+            .collect();
+        assert_eq!(left, ["b"]);
+        let r = g.user_record(bo).expect("bo");
+        assert_eq!(r.interacted_items, 1);
+        assert_eq!(
+            r.first_seen_ms,
+            Some(400_000),
+            "first seen moves to what is left"
+        );
+        // Item counters hold no user and stay.
+        let a = g.items.get("a").expect("a");
+        assert_eq!(g.item_counts(a).stats.likes, 1);
+        assert_eq!(g.item_counts(a).stats.clicks, 1);
+        drop(g);
+        // The id, seen again, is a new user with nothing of the old one.
+        s.apply(&Mutation::Events(vec![ev(
+            EventKind::Click,
+            "ana",
+            "b",
+            500_000,
+        )]));
+        let g = s.read();
+        let again = g
+            .user_record(g.users.get("ana").expect("ana"))
+            .expect("ana");
+        assert!(!again.known && again.user.follows.is_empty() && again.hidden_items.is_empty());
+        assert_eq!(again.interacted_items, 1);
     }
 }

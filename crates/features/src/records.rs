@@ -116,6 +116,14 @@ pub struct UserState {
 }
 
 impl UserState {
+    /// Whether any feedback of this user on `item` is kept (interaction, impression, hide).
+    pub fn has_feedback_on(&self, item: Idx) -> bool {
+        self.seen.iter().any(|&(i, _)| i == item)
+            || self.history.iter().any(|x| x.item == item)
+            || self.shown.iter().any(|&(i, _)| i == item)
+            || self.hidden_items.binary_search(&item).is_ok()
+    }
+
     /// What a request needs of this user as of `now` (`Millis::MAX`: everything applied).
     pub fn view(&self, idx: Option<Idx>, now: Millis, max_recent: usize) -> UserView {
         let u = self;
@@ -169,7 +177,7 @@ pub struct UserView {
 }
 
 /// Feedback counts of one item (impressions are counted in `Inner::impressions`).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct ItemStats {
     pub views: u32,
     pub clicks: u32,

@@ -399,6 +399,32 @@ impl Snapshot {
     }
 }
 
+/// Removes the snapshots of `dir` that hold fewer than `records` log records (a compaction
+/// rewrote what they resume from, and they may hold what it purged) and any half-written one
+/// a crash left; the caller keeps snapshot writers out meanwhile. Returns how many went.
+pub fn remove_before(dir: &Path, records: u64) -> Result<usize, SnapshotError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(SnapshotError::Io(dir.to_path_buf(), e)),
+    };
+    let mut removed = 0;
+    for p in rd.filter_map(|e| e.ok().map(|e| e.path())) {
+        let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let stale = match name.strip_suffix(".snap") {
+            Some(n) => n.parse::<u64>().is_ok_and(|n| n < records),
+            None => name.ends_with(".snap.tmp"),
+        };
+        if stale {
+            std::fs::remove_file(&p).map_err(|e| SnapshotError::Io(p.clone(), e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Snapshot files in `dir`, oldest first.
 fn list(dir: &Path) -> Result<Vec<PathBuf>, SnapshotError> {
     let rd = match std::fs::read_dir(dir) {

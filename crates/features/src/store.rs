@@ -32,6 +32,8 @@ pub trait FeatureStore: Send + Sync + std::fmt::Debug {
     async fn user(&self, user_id: &str) -> Result<Option<UserState>, StoreError>;
     /// Applies one committed batch of events; `seq` is its position in the bus or log.
     async fn apply(&self, seq: u64, events: &[Event]) -> Result<(), StoreError>;
+    /// Forgets a user (`item_id: None`: an erasure) or their feedback on one item, at once.
+    async fn forget(&self, user_id: &str, item_id: Option<&str>) -> Result<(), StoreError>;
 }
 
 /// The in-process store: the [`State`] itself. Requests normally read it under the state's
@@ -53,6 +55,19 @@ impl FeatureStore for EmbeddedStore {
 
     async fn apply(&self, _seq: u64, events: &[Event]) -> Result<(), StoreError> {
         self.0.apply(&Mutation::Events(events.to_vec()));
+        Ok(())
+    }
+
+    async fn forget(&self, user_id: &str, item_id: Option<&str>) -> Result<(), StoreError> {
+        self.0.apply(&match item_id {
+            None => Mutation::EraseUser {
+                id: user_id.to_string(),
+            },
+            Some(item) => Mutation::DeleteFeedback {
+                user_id: user_id.to_string(),
+                item_id: item.to_string(),
+            },
+        });
         Ok(())
     }
 }

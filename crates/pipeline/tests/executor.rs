@@ -554,6 +554,9 @@ impl cascade_features::FeatureStore for Remote {
     async fn apply(&self, _: u64, _: &[Event]) -> Result<(), cascade_features::StoreError> {
         Ok(())
     }
+    async fn forget(&self, _: &str, _: Option<&str>) -> Result<(), cascade_features::StoreError> {
+        Ok(())
+    }
 }
 
 /// Removes the user's hidden items, read through `RequestCtx::user_state` as policy does.

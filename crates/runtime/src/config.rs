@@ -97,6 +97,15 @@ pub struct StorageSection {
     pub snapshot_min_records: u64,
     /// Snapshots kept (the newest).
     pub snapshot_keep: usize,
+    /// Compaction drops events older than this many days (0: kept forever). Hides and
+    /// follows are kept at any age; the catalog and users always, at their latest state.
+    pub retention_days: u32,
+    /// Past this many MB of event records, compaction drops the oldest events (0: no bound).
+    pub retention_mb: u64,
+    /// Seconds between compactions of the local log, which run when a retention is set or an
+    /// erasure is waiting: an erased user's records leave the log and the snapshots within
+    /// this bound (plus the compaction's own time).
+    pub compaction_interval_s: u64,
     pub redis: cascade_scaleout::RedisConfig,
 }
 
@@ -148,7 +157,21 @@ impl Default for StorageSection {
             snapshot_interval_s: 300,
             snapshot_min_records: 1000,
             snapshot_keep: 2,
+            retention_days: 0,
+            retention_mb: 0,
+            compaction_interval_s: 3600,
             redis: Default::default(),
+        }
+    }
+}
+
+impl StorageSection {
+    /// What compaction keeps of the events.
+    pub fn retention(&self) -> cascade_storage::Retention {
+        cascade_storage::Retention {
+            max_age_ms: (self.retention_days > 0)
+                .then(|| i64::from(self.retention_days) * 86_400_000),
+            max_bytes: (self.retention_mb > 0).then_some(self.retention_mb << 20),
         }
     }
 }
@@ -160,6 +183,12 @@ impl EngineConfig {
         let bad = |k: &str, m: &str| Err(RuntimeError::Config(format!("{k}: {m}")));
         if self.storage.queue == 0 || self.storage.segment_mb == 0 {
             return bad("storage.queue / storage.segment_mb", "must be positive");
+        }
+        if !(1..=86_400).contains(&self.storage.compaction_interval_s) {
+            return bad(
+                "storage.compaction_interval_s",
+                "must be within 1..=86400: erased users leave the log within a day",
+            );
         }
         if self.storage.backend == StorageBackend::Redis {
             if self.bus.backend != BusBackend::Nats {

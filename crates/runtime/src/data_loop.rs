@@ -157,7 +157,7 @@ pub(crate) fn fold_step(
     stats.upserted
 }
 
-fn sleep_unless(stop: &AtomicBool, d: Duration) {
+pub(crate) fn sleep_unless(stop: &AtomicBool, d: Duration) {
     let end = Instant::now() + d;
     while !stop.load(Ordering::SeqCst) {
         let left = end.saturating_duration_since(Instant::now());

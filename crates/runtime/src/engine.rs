@@ -55,6 +55,8 @@ pub struct Engine {
     pub suggestions: Arc<Suggestions>,
     /// Distribution-shift monitoring (`drift.enabled`).
     pub drift: Option<Arc<DriftMonitor>>,
+    /// Erasures the next compaction of the local log purges.
+    pub erasures: Arc<crate::compaction::Pending>,
     _dir: DataDir,
 }
 
@@ -161,12 +163,19 @@ impl Engine {
             n => n,
         };
         let pool = Arc::new(CpuPool::new(threads).map_err(|e| RuntimeError::Io(e.to_string()))?);
+        let erasures = Arc::new(crate::compaction::Pending::new(replay.erasures));
         let writer = {
-            let (st, drift) = (state.clone(), drift.clone());
+            let (st, drift, pending) = (state.clone(), drift.clone(), erasures.clone());
             Arc::new(LogWriter::spawn(
                 log,
                 Box::new(move |m, seq| {
                     st.apply_logged(m, seq);
+                    if matches!(
+                        m,
+                        Mutation::EraseUser { .. } | Mutation::DeleteFeedback { .. }
+                    ) {
+                        pending.add();
+                    }
                     if let Some(d) = &drift {
                         d.observe_mutation(m);
                     }
@@ -280,6 +289,14 @@ impl Engine {
             stop.clone(),
         )?;
         handle.extend(drift_thread);
+        if bus.is_none() {
+            handle.push(crate::compaction::spawn(
+                writer.clone(),
+                config.clone(),
+                erasures.clone(),
+                stop.clone(),
+            )?);
+        }
         tracing::info!(ms = started.elapsed().as_millis() as u64, "engine ready");
         Ok(Arc::new(Self {
             config,
@@ -298,6 +315,7 @@ impl Engine {
             experiments,
             suggestions,
             drift,
+            erasures,
             _dir: dir,
         }))
     }
@@ -464,6 +482,12 @@ impl Engine {
 
     /// Writes a snapshot of the state now (the data loop does this every
     /// `storage.snapshot_interval_s`).
+    /// Compacts the local log now (blocking: call off the async runtime), as the compactor
+    /// thread does every `storage.compaction_interval_s`.
+    pub fn compact_now(&self) -> Result<cascade_storage::CompactStats, RuntimeError> {
+        crate::compaction::compact_now(&self.writer, &self.config, &self.erasures)
+    }
+
     pub fn snapshot_now(&self) -> Result<(std::path::PathBuf, u64), RuntimeError> {
         write_snapshot(&self.env.state, &self.config)
     }

@@ -4,6 +4,7 @@
 //! algorithm: those live above (`cascade-server`) and below (`cascade-training`).
 
 pub mod backfill;
+pub mod compaction;
 pub mod config;
 mod data_loop;
 pub mod drift;

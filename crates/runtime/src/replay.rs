@@ -17,6 +17,11 @@ pub struct Replayed {
     pub replay: ReplayStats,
 }
 
+/// Held while a snapshot is written and while a compaction removes the snapshots it made
+/// stale, so a snapshot copied before an erasure can never be renamed in after the purge.
+/// One lock per process: snapshot writes are rare and short next to its cost.
+pub(crate) static SNAPSHOTS: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
 /// Where the embedded state's snapshots live.
 pub fn snapshots_dir(config: &EngineConfig) -> std::path::PathBuf {
     config.data_dir.join("snapshots")
@@ -68,6 +73,7 @@ pub fn write_snapshot(
     state: &State,
     config: &EngineConfig,
 ) -> Result<(std::path::PathBuf, u64), RuntimeError> {
+    let _guard = SNAPSHOTS.lock();
     let t = Instant::now();
     let snap = cascade_features::Snapshot::of(&state.read());
     let copied = t.elapsed();
@@ -101,10 +107,13 @@ pub fn replay(config: &EngineConfig) -> Result<Replayed, RuntimeError> {
     let (log, replay) = {
         let st = state.clone();
         match EventLog::open_from(opts.clone(), skip, &mut |m, seq| st.apply_logged(&m, seq)) {
-            Err(cascade_storage::StorageError::SnapshotAhead { snapshot, log }) => {
-                // The log lost records a snapshot holds (restored from an older backup?):
-                // the log is the truth, replay it all.
-                tracing::warn!(snapshot, log, "snapshot ahead of the log; full replay");
+            Err(
+                e @ (cascade_storage::StorageError::SnapshotAhead { .. }
+                | cascade_storage::StorageError::SnapshotCompacted { .. }),
+            ) => {
+                // The log lost records a snapshot holds (restored from an older backup?), or
+                // a compaction rewrote what it resumes from: the log is the truth, replay it.
+                tracing::warn!(error = %e, "snapshot does not fit the log; full replay");
                 let fresh = config.features.new_state();
                 st.replace(fresh.into_inner());
                 EventLog::open_from(opts, 0, &mut |m, seq| st.apply_logged(&m, seq))?

@@ -283,6 +283,42 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Deletes every key of a user (an erasure), or their feedback on one item: its history
+    /// and impression entries, its seen time and its hide.
+    pub async fn forget(&self, user_id: &str, item_id: Option<&str>) -> Result<()> {
+        let Some(item) = item_id else {
+            let mut pipe = redis::pipe();
+            for part in ["h", "s", "x", "xc", "f", "i"] {
+                pipe.cmd("DEL").arg(self.key(user_id, part)).ignore();
+            }
+            return self.conn.run::<()>(&pipe).await;
+        };
+        let (h, i) = (self.key(user_id, "h"), self.key(user_id, "i"));
+        let mut read = redis::pipe();
+        read.cmd("ZRANGE").arg(&h).arg(0).arg(-1);
+        read.cmd("ZRANGE").arg(&i).arg(0).arg(-1);
+        let (hist, shown): (Vec<String>, Vec<String>) = self.conn.run(&read).await?;
+        // History members are `seq.k|kind|weight|item`, impressions `seq.k|item`: the item is
+        // what follows the fixed number of separators (ids may hold `|` themselves).
+        let of = |m: &String, fields: usize| m.splitn(fields, '|').nth(fields - 1) == Some(item);
+        let mut pipe = redis::pipe();
+        for (key, members, fields) in [(&h, &hist, 4), (&i, &shown, 2)] {
+            let gone: Vec<&String> = members.iter().filter(|m| of(m, fields)).collect();
+            if !gone.is_empty() {
+                pipe.cmd("ZREM").arg(key).arg(gone).ignore();
+            }
+        }
+        pipe.cmd("ZREM")
+            .arg(self.key(user_id, "s"))
+            .arg(item)
+            .ignore();
+        pipe.cmd("SREM")
+            .arg(self.key(user_id, "x"))
+            .arg(item)
+            .ignore();
+        self.conn.run::<()>(&pipe).await
+    }
+
     /// Reads one user's features in one round trip, resolved to this replica's dense ids.
     pub async fn read(&self, user_id: &str) -> Result<Option<UserState>> {
         let mut pipe = redis::pipe();
@@ -453,6 +489,16 @@ impl FeatureStore for RedisStore {
 
     async fn apply(&self, seq: u64, events: &[Event]) -> std::result::Result<(), StoreError> {
         self.write(seq, events)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    async fn forget(
+        &self,
+        user_id: &str,
+        item_id: Option<&str>,
+    ) -> std::result::Result<(), StoreError> {
+        RedisStore::forget(self, user_id, item_id)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }

@@ -155,6 +155,61 @@ async fn redis_answers_what_the_embedded_store_answers() {
 }
 
 #[tokio::test]
+async fn erasure_and_feedback_deletion_in_redis_answer_what_the_embedded_store_answers() {
+    let state = catalog(40);
+    let Some(store) = redis("forget", state.clone()).await else {
+        return;
+    };
+    let embedded = EmbeddedStore(catalog(40));
+    for (seq, batch) in events(400).chunks(25).enumerate() {
+        store
+            .apply(seq as u64 + 1, batch)
+            .await
+            .expect("redis apply");
+        embedded.apply(seq as u64 + 1, batch).await.expect("apply");
+    }
+    let before = embedded.user("u1").await.expect("embedded").expect("u1");
+    // An item u1 interacted with: in history and seen alike.
+    let (item, _) = before.seen[0];
+    let item_id = {
+        let g = state.read();
+        g.items.name(item).expect("item").to_string()
+    };
+    for s in [&store as &dyn FeatureStore, &embedded] {
+        s.forget("u1", Some(&item_id))
+            .await
+            .expect("forget feedback");
+        s.forget("u2", None).await.expect("erase");
+    }
+    let want = embedded.user("u1").await.expect("embedded").expect("u1");
+    assert!(want.seen.len() < before.seen.len());
+    assert!(!want.history.iter().any(|x| x.item == item));
+    let got = store.user("u1").await.expect("redis").expect("u1");
+    assert_eq!(store_fields(&got), store_fields(&want));
+    assert!(embedded.user("u2").await.expect("embedded").is_none());
+    assert!(store.user("u2").await.expect("redis").is_none());
+    // No key of the erased user is left.
+    let client = redis::Client::open(redis_url().expect("url")).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:{{u:u2}}:*", store.prefix()))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(left.is_empty(), "{left:?}");
+    let others: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:{{u:u0}}:*", store.prefix()))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(!others.is_empty(), "the other users keep their keys");
+    store.clear().await.expect("clear");
+}
+
+#[tokio::test]
 async fn redelivered_and_reordered_batches_leave_the_same_features() {
     let state = catalog(40);
     let Some(once) = redis("once", state.clone()).await else {
@@ -308,6 +363,9 @@ impl FeatureStore for Counting {
     async fn apply(&self, seq: u64, e: &[Event]) -> Result<(), StoreError> {
         self.1.fetch_add(e.len(), Ordering::SeqCst);
         self.0.apply(seq, e).await
+    }
+    async fn forget(&self, user: &str, item: Option<&str>) -> Result<(), StoreError> {
+        self.0.forget(user, item).await
     }
 }
 

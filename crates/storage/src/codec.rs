@@ -19,6 +19,8 @@ const DELETE_ITEM_V1: u8 = 4;
 const UPSERT_USERS_V1: u8 = 5;
 const UPSERT_EDITORIAL_V1: u8 = 6;
 const DELETE_EDITORIAL_V1: u8 = 7;
+const ERASE_USER_V1: u8 = 10;
+const DELETE_FEEDBACK_V1: u8 = 11;
 
 /// The event layout written under [`EVENTS_V1`].
 #[derive(Serialize, Deserialize)]
@@ -68,6 +70,12 @@ impl From<EventV1> for Event {
 }
 
 #[derive(Serialize, Deserialize)]
+struct UserItem {
+    user_id: String,
+    item_id: String,
+}
+
+#[derive(Serialize, Deserialize)]
 struct Patch {
     id: String,
     patch: ItemPatch,
@@ -101,7 +109,26 @@ pub fn encode(m: &Mutation, out: &mut Vec<u8>) -> Result<()> {
         Mutation::UpsertEditorial(list) => json(UPSERT_EDITORIAL_V1, list, out),
         Mutation::DeleteEditorial { id } => json(DELETE_EDITORIAL_V1, id, out),
         Mutation::UpsertUsers(users) => json(UPSERT_USERS_V1, users, out),
+        Mutation::EraseUser { id } => json(ERASE_USER_V1, id, out),
+        Mutation::DeleteFeedback { user_id, item_id } => json(
+            DELETE_FEEDBACK_V1,
+            &UserItem {
+                user_id: user_id.clone(),
+                item_id: item_id.clone(),
+            },
+            out,
+        ),
     }
+}
+
+/// Whether a record kind byte is an events batch (any version).
+pub(crate) fn is_events(kind: u8) -> bool {
+    matches!(kind, EVENTS_V1 | EVENTS_V2 | EVENTS_V3)
+}
+
+/// Whether a payload is a user erasure or a feedback deletion (read from its kind byte).
+pub(crate) fn is_erasure(payload: &[u8]) -> bool {
+    matches!(payload.first(), Some(&(ERASE_USER_V1 | DELETE_FEEDBACK_V1)))
 }
 
 /// Decodes one payload; an error here means a record with a valid checksum that this
@@ -148,6 +175,16 @@ pub fn decode(payload: &[u8]) -> std::result::Result<Mutation, String> {
         DELETE_EDITORIAL_V1 => Mutation::DeleteEditorial {
             id: serde_json::from_slice(body).map_err(|e| e.to_string())?,
         },
+        ERASE_USER_V1 => Mutation::EraseUser {
+            id: serde_json::from_slice(body).map_err(|e| e.to_string())?,
+        },
+        DELETE_FEEDBACK_V1 => {
+            let p: UserItem = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            Mutation::DeleteFeedback {
+                user_id: p.user_id,
+                item_id: p.item_id,
+            }
+        }
         k => return Err(format!("unknown record kind {k}")),
     };
     Ok(m)
@@ -198,6 +235,21 @@ mod tests {
         assert_eq!(evs[0].propensity, Some(0.5));
         assert_eq!(evs[0].experiment, None);
         assert_eq!(evs[0].position, Some(3));
+    }
+
+    #[test]
+    fn erasures_round_trip() {
+        for m in [
+            Mutation::EraseUser { id: "ana".into() },
+            Mutation::DeleteFeedback {
+                user_id: "ana".into(),
+                item_id: "up".into(),
+            },
+        ] {
+            let mut out = Vec::new();
+            encode(&m, &mut out).expect("encode");
+            assert_eq!(decode(&out).expect("decode"), m);
+        }
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! with the same data dir reproduces the same state (and the same dense ids).
 
 mod codec;
+mod compact;
 mod dir;
 mod log;
 mod writer;
 
 pub use codec::{decode as decode_mutation, encode as encode_mutation};
+pub use compact::{CompactStats, Retention, compact};
 pub use dir::DataDir;
-pub use log::{EventLog, LogOptions, ReplayStats};
+pub use log::{EventLog, LogOptions, ReplayStats, Rolled};
 pub use writer::{Applier, LogWriter};
 
 use std::path::PathBuf;
@@ -42,6 +44,8 @@ pub enum StorageError {
     SnapshotAhead { snapshot: u64, log: u64 },
     #[error("the log writer queue is full")]
     Busy,
+    #[error("a snapshot holds {snapshot} records, inside the {covers} a compaction rewrote")]
+    SnapshotCompacted { snapshot: u64, covers: u64 },
 }
 
 impl StorageError {

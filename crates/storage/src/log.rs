@@ -3,6 +3,12 @@
 //! Record layout: `u32 len (LE) | u32 crc32(payload) (LE) | payload`. A segment starts with an
 //! 8-byte magic. Only the newest segment may end in a torn record (a crash mid-write); it is
 //! truncated to the last whole record on open. Damage anywhere else is reported, never skipped.
+//!
+//! A compacted segment (see `compact`) starts with its own magic, the number of records it
+//! stands for and the number it holds: it replaces every segment numbered below it, so its
+//! records take sequence numbers `0..covers` and the log's numbering after it is unchanged.
+//! Segments numbered below the newest compacted one are leftovers of a compaction cut short
+//! after its rename, and are deleted on open.
 
 use crate::codec;
 use crate::{Result, StorageError};
@@ -12,7 +18,20 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CSCLOG01";
+pub(crate) const MAGIC_COMPACTED: &[u8; 8] = b"CSCLOG02";
 const HEADER: u64 = 8;
+/// Magic, records covered, records held.
+pub(crate) const COMPACTED_HEADER: u64 = 24;
+/// Name of a compaction's output before its rename.
+pub(crate) const COMPACT_TMP: &str = "compact.tmp";
+
+/// Where the log was cut by a roll: every segment up to `closed` is closed, and the log held
+/// `records` records then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rolled {
+    pub closed: u32,
+    pub records: u64,
+}
 /// Upper bound of one record; larger lengths in a header mean garbage, not data.
 pub const MAX_RECORD: usize = 256 << 20;
 
@@ -46,6 +65,11 @@ pub struct ReplayStats {
     pub truncated_bytes: u64,
     /// Records skipped (checksummed, not decoded nor applied): a snapshot held them.
     pub skipped: u64,
+    /// Erasure records (user erasures, feedback deletions) outside the compacted segment,
+    /// applied or skipped: what a compaction still has to purge.
+    pub erasures: u64,
+    /// Records the compacted segment stands for (0: none).
+    pub compacted: u64,
 }
 
 /// The append side of the log, owned by one thread (the [`crate::LogWriter`] or an importer).
@@ -60,11 +84,62 @@ pub struct EventLog {
     buf: Vec<u8>,
 }
 
-fn segment_path(dir: &Path, n: u32) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("{n:08}.seg"))
 }
 
-fn list_segments(dir: &Path) -> Result<Vec<u32>> {
+/// The segments to read, oldest first: from the newest compacted one on (the ones below it
+/// are leftovers that a finished compaction replaced).
+pub(crate) fn live_segments(dir: &Path) -> Result<(Vec<u32>, Vec<u32>)> {
+    let all = list_segments(dir)?;
+    let mut first = 0;
+    for (i, &n) in all.iter().enumerate().rev() {
+        if compacted_header(&segment_path(dir, n))?.is_some() {
+            first = i;
+            break;
+        }
+    }
+    let (stale, live) = all.split_at(first);
+    Ok((live.to_vec(), stale.to_vec()))
+}
+
+/// `(covers, records)` of a compacted segment; `None` for any other file.
+fn compacted_header(path: &Path) -> Result<Option<(u64, u64)>> {
+    let mut f = File::open(path).map_err(|e| StorageError::io(path, e))?;
+    let mut head = [0u8; COMPACTED_HEADER as usize];
+    match f.read_exact(&mut head) {
+        Ok(()) if &head[..8] == MAGIC_COMPACTED => Ok(Some((
+            u64::from_le_bytes(head[8..16].try_into().unwrap_or_default()),
+            u64::from_le_bytes(head[16..24].try_into().unwrap_or_default()),
+        ))),
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(StorageError::io(path, e)),
+    }
+}
+
+/// Removes what a compaction cut short left behind: its temporary output, or the segments a
+/// renamed compacted segment replaced. Runs on open, under the data dir's lock.
+pub(crate) fn remove_leftovers(dir: &Path) -> Result<()> {
+    let tmp = dir.join(COMPACT_TMP);
+    let mut removed = false;
+    if tmp.exists() {
+        std::fs::remove_file(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
+        removed = true;
+    }
+    for n in live_segments(dir)?.1 {
+        let p = segment_path(dir, n);
+        tracing::info!(segment = %p.display(), "removing a segment a compaction replaced");
+        std::fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
+        removed = true;
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u32>> {
     let mut out = Vec::new();
     let rd = std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))?;
     for entry in rd {
@@ -83,13 +158,22 @@ fn list_segments(dir: &Path) -> Result<Vec<u32>> {
 }
 
 /// Outcome of scanning one segment.
-enum Scan {
+pub(crate) enum Scan {
     Clean { len: u64 },
     Torn { good_len: u64, reason: String },
 }
 
-/// Reads every whole record of a segment, calling `f` with each payload.
-fn scan_segment(path: &Path, f: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<Scan> {
+/// Reads every whole record of a segment, calling `f` with each payload; `on_header` first
+/// learns whether it is a compacted segment (`(covers, records)`).
+pub(crate) fn scan_segment(path: &Path, f: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<Scan> {
+    scan_segment_with(path, &mut |_| Ok(()), f)
+}
+
+fn scan_segment_with(
+    path: &Path,
+    on_header: &mut dyn FnMut(Option<(u64, u64)>) -> Result<()>,
+    f: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<Scan> {
     let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
     let total = file
         .metadata()
@@ -105,17 +189,41 @@ fn scan_segment(path: &Path, f: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<S
     }
     r.read_exact(&mut magic)
         .map_err(|e| StorageError::io(path, e))?;
-    if &magic != MAGIC {
-        return Err(StorageError::Corrupt {
-            path: path.into(),
-            offset: 0,
-            reason: "not a Cascade log segment".into(),
-        });
-    }
+    let corrupt = |offset, reason: &str| StorageError::Corrupt {
+        path: path.into(),
+        offset,
+        reason: reason.into(),
+    };
     let mut pos = HEADER;
+    // Records a compacted segment says it holds; checked at its end.
+    let mut expect = None;
+    if &magic == MAGIC_COMPACTED {
+        let mut counts = [0u8; 16];
+        r.read_exact(&mut counts)
+            .map_err(|_| corrupt(HEADER, "incomplete compacted segment header"))?;
+        let covers = u64::from_le_bytes(counts[..8].try_into().unwrap_or_default());
+        let records = u64::from_le_bytes(counts[8..].try_into().unwrap_or_default());
+        on_header(Some((covers, records)))?;
+        expect = Some(records);
+        pos = COMPACTED_HEADER;
+    } else if &magic != MAGIC {
+        return Err(corrupt(0, "not a Cascade log segment"));
+    } else {
+        on_header(None)?;
+    }
     let mut payload = Vec::new();
+    let mut seen = 0u64;
     loop {
         if pos == total {
+            if let Some(n) = expect
+                && n != seen
+            {
+                // Compacted segments are written whole and renamed: any shortfall is damage.
+                return Err(corrupt(
+                    pos,
+                    &format!("compacted segment holds {seen} of {n} records"),
+                ));
+            }
             return Ok(Scan::Clean { len: pos });
         }
         if total - pos < 8 {
@@ -159,6 +267,7 @@ fn scan_segment(path: &Path, f: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<S
             });
         }
         f(&payload)?;
+        seen += 1;
         pos += 8 + len as u64;
     }
 }
@@ -179,16 +288,47 @@ impl EventLog {
         apply: &mut dyn FnMut(Mutation, u64),
     ) -> Result<(Self, ReplayStats)> {
         std::fs::create_dir_all(&opts.dir).map_err(|e| StorageError::io(&opts.dir, e))?;
+        remove_leftovers(&opts.dir)?;
         let segments = list_segments(&opts.dir)?;
         let mut stats = ReplayStats::default();
         let mut last_len = 0;
+        // Sequence number of the next record.
+        let mut next = 0u64;
+        let mut newest_compacted = false;
         for (i, &n) in segments.iter().enumerate() {
             let path = segment_path(&opts.dir, n);
             let newest = i + 1 == segments.len();
+            // Set for the compacted segment: the records it stands for.
+            let covers = std::cell::Cell::new(None);
+            let mut on_header = |h: Option<(u64, u64)>| -> Result<()> {
+                if let Some((c, _)) = h {
+                    if i > 0 {
+                        return Err(StorageError::Corrupt {
+                            path: path.clone(),
+                            offset: 0,
+                            reason: "a compacted segment after another segment".into(),
+                        });
+                    }
+                    if skip > 0 && skip < c {
+                        return Err(StorageError::SnapshotCompacted {
+                            snapshot: skip,
+                            covers: c,
+                        });
+                    }
+                    covers.set(Some(c));
+                }
+                Ok(())
+            };
             let mut on_record = |payload: &[u8]| -> Result<()> {
-                let seq = stats.records + stats.skipped;
+                // A compacted segment's records all stand at the end of what it covers.
+                let covers = covers.get();
+                let seq = covers.map_or(next, |c: u64| c.saturating_sub(1));
+                if covers.is_none() && codec::is_erasure(payload) {
+                    stats.erasures += 1;
+                }
                 if seq < skip {
                     stats.skipped += 1;
+                    next += u64::from(covers.is_none());
                     return Ok(());
                 }
                 let m = codec::decode(payload).map_err(|reason| StorageError::Corrupt {
@@ -199,11 +339,19 @@ impl EventLog {
                 stats.records += 1;
                 stats.bytes += payload.len() as u64 + 8;
                 apply(m, seq);
+                next += u64::from(covers.is_none());
                 Ok(())
             };
-            match scan_segment(&path, &mut on_record)? {
+            let scan = scan_segment_with(&path, &mut on_header, &mut on_record)?;
+            let covers = covers.get();
+            if let Some(c) = covers {
+                next = c;
+                stats.compacted = c;
+            }
+            newest_compacted = newest && covers.is_some();
+            match scan {
                 Scan::Clean { len } => last_len = len,
-                Scan::Torn { good_len, reason } if newest => {
+                Scan::Torn { good_len, reason } if newest && covers.is_none() => {
                     let actual = std::fs::metadata(&path)
                         .map_err(|e| StorageError::io(&path, e))?
                         .len();
@@ -231,7 +379,12 @@ impl EventLog {
             }
             stats.segments += 1;
         }
-        let segment = segments.last().copied().unwrap_or(1);
+        let mut segment = segments.last().copied().unwrap_or(1);
+        if newest_compacted {
+            // A compacted segment is never appended to: its records all stand before `covers`.
+            segment += 1;
+            last_len = 0;
+        }
         let path = segment_path(&opts.dir, segment);
         let mut file = OpenOptions::new()
             .create(true)
@@ -250,7 +403,7 @@ impl EventLog {
         }
         file.seek(SeekFrom::Start(last_len))
             .map_err(|e| StorageError::io(&path, e))?;
-        let records = stats.records + stats.skipped;
+        let records = next;
         if skip > records {
             return Err(StorageError::SnapshotAhead {
                 snapshot: skip,
@@ -271,10 +424,11 @@ impl EventLog {
         ))
     }
 
-    /// Reads every record without opening for append (tools and tests).
+    /// Reads every record without opening for append (tools and tests), leftovers of a
+    /// compaction apart.
     pub fn read_all(dir: &Path) -> Result<Vec<Mutation>> {
         let mut out = Vec::new();
-        for n in list_segments(dir)? {
+        for n in live_segments(dir)?.0 {
             let path = segment_path(dir, n);
             let mut on = |p: &[u8]| -> Result<()> {
                 let m = codec::decode(p).map_err(|reason| StorageError::Corrupt {
@@ -330,16 +484,7 @@ impl EventLog {
     /// Writes one record (not yet durable: call [`EventLog::sync`]). Returns its sequence
     /// number (0-based, over the whole log).
     pub fn append(&mut self, m: &Mutation) -> Result<u64> {
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0u8; 8]);
-        codec::encode(m, &mut self.buf)?;
-        let len = self.buf.len() - 8;
-        if len > MAX_RECORD {
-            return Err(StorageError::TooLarge(len));
-        }
-        let crc = crc32fast::hash(&self.buf[8..]);
-        self.buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
-        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        frame(m, &mut self.buf)?;
         self.file
             .write_all(&self.buf)
             .map_err(|e| StorageError::io(&self.path, e))?;
@@ -357,6 +502,16 @@ impl EventLog {
                 .map_err(|e| StorageError::io(&self.path, e))?;
         }
         Ok(())
+    }
+
+    /// Starts a new segment now (between groups), returning where the log was cut.
+    pub fn roll_now(&mut self) -> Result<Rolled> {
+        let closed = self.segment;
+        self.roll()?;
+        Ok(Rolled {
+            closed,
+            records: self.records,
+        })
     }
 
     fn roll(&mut self) -> Result<()> {
@@ -383,7 +538,22 @@ impl EventLog {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+/// Encodes `m` as one whole record (header and payload) into `buf`.
+pub(crate) fn frame(m: &Mutation, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    buf.extend_from_slice(&[0u8; 8]);
+    codec::encode(m, buf)?;
+    let len = buf.len() - 8;
+    if len > MAX_RECORD {
+        return Err(StorageError::TooLarge(len));
+    }
+    let crc = crc32fast::hash(&buf[8..]);
+    buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    buf[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     // A new segment's directory entry must be durable too, or a crash could lose the file.
     File::open(dir)
         .and_then(|d| d.sync_all())

@@ -1,7 +1,7 @@
 //! Group commit: one thread owns the log, batches concurrent submissions into one write and
 //! one `fdatasync`, applies them to in-memory state in log order, then acknowledges.
 
-use crate::log::EventLog;
+use crate::log::{EventLog, Rolled};
 use crate::{Result, StorageError};
 use cascade_core::Mutation;
 use parking_lot_free::Handle;
@@ -20,6 +20,7 @@ enum Msg {
         ack: Option<oneshot::Sender<Result<u64>>>,
     },
     Close(oneshot::Sender<()>),
+    Roll(oneshot::Sender<Result<Rolled>>),
 }
 
 /// Most submissions folded into one group commit.
@@ -72,6 +73,26 @@ impl LogWriter {
             })
     }
 
+    /// Commits what is queued, then starts a new segment, so that everything acknowledged so
+    /// far lies in closed segments (what compaction rewrites).
+    pub async fn roll(&self) -> Result<Rolled> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Roll(tx))
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// [`LogWriter::roll`] from a thread outside the async runtime (the compactor).
+    pub fn roll_blocking(&self) -> Result<Rolled> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .blocking_send(Msg::Roll(tx))
+            .map_err(|_| StorageError::Closed)?;
+        rx.blocking_recv().map_err(|_| StorageError::Closed)?
+    }
+
     /// False once a write failed in a way that leaves the log or the state in doubt (the
     /// writer then refuses every write), or the writer thread is gone.
     pub fn is_healthy(&self) -> bool {
@@ -97,6 +118,7 @@ fn run(
 ) {
     let mut group: Vec<(Mutation, Option<oneshot::Sender<Result<u64>>>)> = Vec::new();
     let mut close: Option<oneshot::Sender<()>> = None;
+    let mut roll: Option<oneshot::Sender<Result<Rolled>>> = None;
     while close.is_none() {
         let Some(first) = rx.blocking_recv() else {
             break;
@@ -109,26 +131,35 @@ fn run(
                     close = Some(done);
                     break;
                 }
+                Msg::Roll(done) => {
+                    roll = Some(done);
+                    break;
+                }
             }
             if group.len() >= MAX_GROUP {
                 break;
             }
             next = rx.try_recv().ok();
         }
-        if group.is_empty() {
-            continue;
+        if !group.is_empty() {
+            if !healthy.load(Ordering::SeqCst) {
+                fail(
+                    &mut group,
+                    "the event log is in an unknown state after a failed write; restart the server",
+                );
+            } else if let Err(reason) = commit(&mut log, &mut apply, &mut group) {
+                // The log or the state can no longer be trusted to match: refuse all writes.
+                tracing::error!(%reason, "log writer poisoned");
+                healthy.store(false, Ordering::SeqCst);
+            }
         }
-        if !healthy.load(Ordering::SeqCst) {
-            fail(
-                &mut group,
-                "the event log is in an unknown state after a failed write; restart the server",
-            );
-            continue;
-        }
-        if let Err(reason) = commit(&mut log, &mut apply, &mut group) {
-            // The log or the state can no longer be trusted to match: refuse all writes.
-            tracing::error!(%reason, "log writer poisoned");
-            healthy.store(false, Ordering::SeqCst);
+        if let Some(done) = roll.take() {
+            let r = if healthy.load(Ordering::SeqCst) {
+                log.roll_now()
+            } else {
+                Err(StorageError::Encode("the log writer is poisoned".into()))
+            };
+            let _ = done.send(r);
         }
     }
     if let Some(done) = close {

@@ -62,8 +62,8 @@ async fn upsert_items(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ItemOut {
     pub item: Item,
-    /// Impressions, views, clicks, likes, skips, hides, shares, watches, and engagements
-    /// (the positive ones popularity counts).
+    /// Impressions, engagements (the positive ones popularity counts), views, clicks, likes,
+    /// skips, hides, shares, watches and `watch_fraction` (the sum of watched fractions).
     #[schema(value_type = Object)]
     pub counts: cascade_features::ItemCounts,
 }

@@ -21,8 +21,9 @@ use utoipa_axum::routes;
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(upsert_users, list_users))
-        .routes(routes!(get_user))
+        .routes(routes!(get_user, erase_user))
         .routes(routes!(user_events))
+        .routes(routes!(delete_feedback))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -133,6 +134,99 @@ async fn get_user(
         interacted_items: r.interacted_items,
         hidden_items: r.hidden_items,
         hidden_creators: r.hidden_creators,
+    }))
+}
+
+/// What an erasure or a feedback deletion did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Forgotten {
+    pub user_id: String,
+    /// The item whose feedback went (a feedback deletion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    /// `erased` or `deleted`.
+    pub status: String,
+    /// Seconds within which the records go from the local log and its snapshots too (the
+    /// next compaction); absent on the `nats` bus, whose stream keeps them by its own limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purged_within_s: Option<u64>,
+}
+
+fn purge_bound(s: &AppState) -> Option<u64> {
+    let c = &s.engine.config;
+    (c.bus.backend == cascade_runtime::config::BusBackend::Embedded)
+        .then_some(c.storage.compaction_interval_s)
+}
+
+/// Erase a user: their attributes, follows, history, seen and hidden items, impressions and
+/// feature-store keys go at once; their log records and snapshots at the next compaction.
+/// Item aggregates (popularity, counters) keep what they counted, which names no user.
+#[utoipa::path(delete, path = "/v1/users/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Forgotten), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+async fn erase_user(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Forgotten>, ApiError> {
+    let known = {
+        let g = s.engine.env.state.read();
+        g.users.get(&id).is_some_and(|u| g.user_exists(u))
+    };
+    if !known {
+        return Err(user_not_found(&id));
+    }
+    s.engine
+        .commit(Mutation::EraseUser { id: id.clone() })
+        .await?;
+    Ok(Json(Forgotten {
+        user_id: id,
+        item_id: None,
+        status: "erased".into(),
+        purged_within_s: purge_bound(&s),
+    }))
+}
+
+/// Delete every feedback event of a user on one item (history, seen, impressions, its hide).
+#[utoipa::path(delete, path = "/v1/users/{id}/events/{item_id}",
+    params(("id" = String, Path), ("item_id" = String, Path)),
+    responses((status = 200, body = Forgotten), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+async fn delete_feedback(
+    State(s): State<AppState>,
+    Path((id, item_id)): Path<(String, String)>,
+) -> Result<Json<Forgotten>, ApiError> {
+    let found = {
+        let g = s.engine.env.state.read();
+        match (g.users.get(&id), g.items.get(&item_id)) {
+            (Some(u), Some(i)) => g.user(u).map(|st| st.has_feedback_on(i)),
+            (Some(_), None) => Some(false),
+            _ => None,
+        }
+    };
+    match found {
+        None => return Err(user_not_found(&id)),
+        Some(false) => {
+            return Err(ApiError::not_found(
+                "feedback_not_found",
+                "item_id",
+                format!("user `{id}` has no feedback on `{item_id}`"),
+            ));
+        }
+        Some(true) => {}
+    }
+    s.engine
+        .commit(Mutation::DeleteFeedback {
+            user_id: id.clone(),
+            item_id: item_id.clone(),
+        })
+        .await?;
+    Ok(Json(Forgotten {
+        user_id: id,
+        item_id: Some(item_id),
+        status: "deleted".into(),
+        purged_within_s: purge_bound(&s),
     }))
 }
 

@@ -256,6 +256,8 @@ async fn openapi_and_metrics_describe_the_service() {
         ("/v1/users", "get"),
         ("/v1/users/{id}", "get"),
         ("/v1/users/{id}/events", "get"),
+        ("/v1/users/{id}", "delete"),
+        ("/v1/users/{id}/events/{item_id}", "delete"),
     ];
     for (path, method) in expect {
         assert!(

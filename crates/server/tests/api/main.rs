@@ -2,6 +2,7 @@
 
 mod data;
 mod drift;
+mod erasure;
 mod experiments;
 mod input;
 mod models;
