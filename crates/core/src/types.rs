@@ -534,10 +534,12 @@ pub enum Mutation {
     EraseUser {
         id: String,
     },
-    /// Forgets every feedback event between one user and one item so far.
+    /// Forgets the feedback between one user and one item so far: every event (`kind`
+    /// `None`), or the events of one kind (their seen and engaged times stay).
     DeleteFeedback {
         user_id: String,
         item_id: String,
+        kind: Option<EventKind>,
     },
 }
 

@@ -225,7 +225,11 @@ impl Inner {
                 }
             }
             Mutation::EraseUser { id } => self.erase_user(id),
-            Mutation::DeleteFeedback { user_id, item_id } => self.delete_feedback(user_id, item_id),
+            Mutation::DeleteFeedback {
+                user_id,
+                item_id,
+                kind,
+            } => self.delete_feedback(user_id, item_id, *kind),
         }
     }
 
@@ -244,11 +248,23 @@ impl Inner {
     /// Forgets every feedback event of user `user_id` on item `item_id`: history, seen,
     /// engaged, impressions and the item's hide (a creator hidden through it stays hidden:
     /// other feedback may have hidden them too).
-    fn delete_feedback(&mut self, user_id: &str, item_id: &str) {
+    ///
+    /// With a `kind`, only that kind's history entries go (and the impressions, or the hide,
+    /// for those kinds); seen and engaged times stay.
+    fn delete_feedback(&mut self, user_id: &str, item_id: &str, kind: Option<EventKind>) {
         let (Some(u), Some(i)) = (self.users.get(user_id), self.items.get(item_id)) else {
             return;
         };
         let st = &mut self.user_states[u as usize];
+        if let Some(k) = kind {
+            st.history.retain(|x| x.item != i || x.kind != k);
+            match k {
+                EventKind::Impression => st.shown.retain(|&(x, _)| x != i),
+                EventKind::Hide => st.hidden_items.retain(|&x| x != i),
+                _ => {}
+            }
+            return;
+        }
         st.history.retain(|x| x.item != i);
         let first = st.seen.iter().find(|&&(x, _)| x == i).map(|&(_, t)| t);
         st.seen.retain(|&(x, _)| x != i);

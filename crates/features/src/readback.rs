@@ -281,9 +281,16 @@ mod tests {
             ev(EventKind::Click, "bo", "a", 300_000),
             ev(EventKind::Like, "bo", "b", 400_000),
         ]));
+        // One kind first: bo's like of b goes, the rest of b stays.
+        s.apply(&Mutation::DeleteFeedback {
+            user_id: "bo".into(),
+            item_id: "b".into(),
+            kind: Some(EventKind::Click),
+        });
         s.apply(&Mutation::DeleteFeedback {
             user_id: "bo".into(),
             item_id: "a".into(),
+            kind: None,
         });
         s.apply(&Mutation::EraseUser { id: "ana".into() });
         let g = s.read();

@@ -32,8 +32,9 @@ pub trait FeatureStore: Send + Sync + std::fmt::Debug {
     async fn user(&self, user_id: &str) -> Result<Option<UserState>, StoreError>;
     /// Applies one committed batch of events; `seq` is its position in the bus or log.
     async fn apply(&self, seq: u64, events: &[Event]) -> Result<(), StoreError>;
-    /// Forgets a user (`item_id: None`: an erasure) or their feedback on one item, at once.
-    async fn forget(&self, user_id: &str, item_id: Option<&str>) -> Result<(), StoreError>;
+    /// Applies an erasure or a feedback deletion ([`Mutation::EraseUser`],
+    /// [`Mutation::DeleteFeedback`]) at once; any other mutation is not the store's.
+    async fn forget(&self, m: &Mutation) -> Result<(), StoreError>;
 }
 
 /// The in-process store: the [`State`] itself. Requests normally read it under the state's
@@ -58,16 +59,13 @@ impl FeatureStore for EmbeddedStore {
         Ok(())
     }
 
-    async fn forget(&self, user_id: &str, item_id: Option<&str>) -> Result<(), StoreError> {
-        self.0.apply(&match item_id {
-            None => Mutation::EraseUser {
-                id: user_id.to_string(),
-            },
-            Some(item) => Mutation::DeleteFeedback {
-                user_id: user_id.to_string(),
-                item_id: item.to_string(),
-            },
-        });
+    async fn forget(&self, m: &Mutation) -> Result<(), StoreError> {
+        if matches!(
+            m,
+            Mutation::EraseUser { .. } | Mutation::DeleteFeedback { .. }
+        ) {
+            self.0.apply(m);
+        }
         Ok(())
     }
 }

@@ -32,15 +32,11 @@ impl cascade_features::FeatureStore for FaultInjected {
         self.store.apply(seq, events).await
     }
 
-    async fn forget(
-        &self,
-        user_id: &str,
-        item_id: Option<&str>,
-    ) -> Result<(), cascade_features::StoreError> {
+    async fn forget(&self, m: &cascade_core::Mutation) -> Result<(), cascade_features::StoreError> {
         self.faults
             .before_async(Dependency::Features)
             .await
             .map_err(|e| cascade_features::StoreError::Unavailable(e.to_string()))?;
-        cascade_features::FeatureStore::forget(&*self.store, user_id, item_id).await
+        cascade_features::FeatureStore::forget(&*self.store, m).await
     }
 }

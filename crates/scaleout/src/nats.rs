@@ -365,9 +365,8 @@ impl NatsBus {
             {
                 let result = match cascade_storage::decode_mutation(&msg.payload) {
                     Ok(Mutation::Events(events)) => store.apply(seq, &events).await,
-                    Ok(Mutation::EraseUser { id }) => store.forget(&id, None).await,
-                    Ok(Mutation::DeleteFeedback { user_id, item_id }) => {
-                        store.forget(&user_id, Some(&item_id)).await
+                    Ok(m @ (Mutation::EraseUser { .. } | Mutation::DeleteFeedback { .. })) => {
+                        store.forget(&m).await
                     }
                     // Catalog mutations are replicated, not features.
                     Ok(_) => Ok(()),

@@ -18,7 +18,7 @@
 //! works unchanged on Redis Cluster.
 
 use crate::{Result, ScaleoutError};
-use cascade_core::{Event, EventKind, Idx, NONE_IDX, Target};
+use cascade_core::{Event, EventKind, Idx, Mutation, NONE_IDX, Target};
 use cascade_features::state::{Interaction, MAX_SHOWN};
 use cascade_features::{EventWeights, FeatureStore, State, StoreError, UserState};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -284,9 +284,14 @@ impl RedisStore {
     }
 
     /// Deletes every key of a user (an erasure), or their feedback on one item: its history
-    /// and impression entries, its seen time and its hide.
-    pub async fn forget(&self, user_id: &str, item_id: Option<&str>) -> Result<()> {
-        let Some(item) = item_id else {
+    /// and impression entries, its seen time and its hide; with a `kind`, only that kind's
+    /// history entries (and impressions or the hide, for those kinds), as the embedded state.
+    pub async fn forget(
+        &self,
+        user_id: &str,
+        item_id: Option<(&str, Option<EventKind>)>,
+    ) -> Result<()> {
+        let Some((item, kind)) = item_id else {
             let mut pipe = redis::pipe();
             for part in ["h", "s", "x", "xc", "f", "i"] {
                 pipe.cmd("DEL").arg(self.key(user_id, part)).ignore();
@@ -301,21 +306,34 @@ impl RedisStore {
         // History members are `seq.k|kind|weight|item`, impressions `seq.k|item`: the item is
         // what follows the fixed number of separators (ids may hold `|` themselves).
         let of = |m: &String, fields: usize| m.splitn(fields, '|').nth(fields - 1) == Some(item);
+        let code = kind.map(|k| kind_code(k).to_string());
+        let of_kind = |m: &String| {
+            code.as_deref()
+                .is_none_or(|c| m.split('|').nth(1) == Some(c))
+        };
+        let shown_too = kind.is_none_or(|k| k == EventKind::Impression);
         let mut pipe = redis::pipe();
-        for (key, members, fields) in [(&h, &hist, 4), (&i, &shown, 2)] {
-            let gone: Vec<&String> = members.iter().filter(|m| of(m, fields)).collect();
+        for (key, members, fields, on) in [(&h, &hist, 4, true), (&i, &shown, 2, shown_too)] {
+            let gone: Vec<&String> = members
+                .iter()
+                .filter(|m| on && of(m, fields) && (fields == 2 || of_kind(m)))
+                .collect();
             if !gone.is_empty() {
                 pipe.cmd("ZREM").arg(key).arg(gone).ignore();
             }
         }
-        pipe.cmd("ZREM")
-            .arg(self.key(user_id, "s"))
-            .arg(item)
-            .ignore();
-        pipe.cmd("SREM")
-            .arg(self.key(user_id, "x"))
-            .arg(item)
-            .ignore();
+        if kind.is_none() {
+            pipe.cmd("ZREM")
+                .arg(self.key(user_id, "s"))
+                .arg(item)
+                .ignore();
+        }
+        if kind.is_none_or(|k| k == EventKind::Hide) {
+            pipe.cmd("SREM")
+                .arg(self.key(user_id, "x"))
+                .arg(item)
+                .ignore();
+        }
         self.conn.run::<()>(&pipe).await
     }
 
@@ -493,13 +511,16 @@ impl FeatureStore for RedisStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
-    async fn forget(
-        &self,
-        user_id: &str,
-        item_id: Option<&str>,
-    ) -> std::result::Result<(), StoreError> {
-        RedisStore::forget(self, user_id, item_id)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    async fn forget(&self, m: &Mutation) -> std::result::Result<(), StoreError> {
+        let r = match m {
+            Mutation::EraseUser { id } => RedisStore::forget(self, id, None).await,
+            Mutation::DeleteFeedback {
+                user_id,
+                item_id,
+                kind,
+            } => RedisStore::forget(self, user_id, Some((item_id, *kind))).await,
+            _ => Ok(()),
+        };
+        r.map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 }

@@ -171,15 +171,37 @@ async fn erasure_and_feedback_deletion_in_redis_answer_what_the_embedded_store_a
     let before = embedded.user("u1").await.expect("embedded").expect("u1");
     // An item u1 interacted with: in history and seen alike.
     let (item, _) = before.seen[0];
-    let item_id = {
+    // And another item in u1's history with the kind of that entry.
+    let other = before
+        .history
+        .iter()
+        .find(|x| x.item != item)
+        .expect("another item");
+    let other_kind = other.kind;
+    let (item_id, other_id) = {
         let g = state.read();
-        g.items.name(item).expect("item").to_string()
+        (
+            g.items.name(item).expect("item").to_string(),
+            g.items.name(other.item).expect("item").to_string(),
+        )
     };
     for s in [&store as &dyn FeatureStore, &embedded] {
-        s.forget("u1", Some(&item_id))
-            .await
-            .expect("forget feedback");
-        s.forget("u2", None).await.expect("erase");
+        for m in [
+            // One kind of one item, then every kind of another, then a whole user.
+            Mutation::DeleteFeedback {
+                user_id: "u1".into(),
+                item_id: other_id.clone(),
+                kind: Some(other_kind),
+            },
+            Mutation::DeleteFeedback {
+                user_id: "u1".into(),
+                item_id: item_id.clone(),
+                kind: None,
+            },
+            Mutation::EraseUser { id: "u2".into() },
+        ] {
+            s.forget(&m).await.expect("forget");
+        }
     }
     let want = embedded.user("u1").await.expect("embedded").expect("u1");
     assert!(want.seen.len() < before.seen.len());
@@ -364,8 +386,8 @@ impl FeatureStore for Counting {
         self.1.fetch_add(e.len(), Ordering::SeqCst);
         self.0.apply(seq, e).await
     }
-    async fn forget(&self, user: &str, item: Option<&str>) -> Result<(), StoreError> {
-        self.0.forget(user, item).await
+    async fn forget(&self, m: &Mutation) -> Result<(), StoreError> {
+        self.0.forget(m).await
     }
 }
 

@@ -22,6 +22,7 @@ const SECTIONS: &[&str] = &[
     "surfaces",
     "experiments",
     "drift",
+    "gorse",
 ];
 
 /// The engine's sections (reached through `Deref`: `config.models`, `config.data_dir`)
@@ -33,6 +34,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub server: ServerSection,
     pub auth: AuthSection,
+    pub gorse: GorseSection,
 }
 
 impl std::ops::Deref for Config {
@@ -80,6 +82,36 @@ pub struct AuthSection {
     pub read_keys: Vec<String>,
     pub write_keys: Vec<String>,
     pub admin_keys: Vec<String>,
+}
+
+/// Gorse's v0.5 REST API under `/api/*` (a migration path: Gorse clients against Cascade's
+/// pipeline). Gorse's feedback types are free strings; each list names the types that are one
+/// Cascade event (listings name them by the list's first); a type that is a Cascade event
+/// name (`click`, `watch`, `share`, ...) is that event; any other is refused with 400.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GorseSection {
+    pub enabled: bool,
+    /// The surface `/api/recommend` runs (its whole cascade, policy and fallbacks).
+    pub surface: String,
+    /// Types that are a `like`.
+    pub positive_feedback_types: Vec<String>,
+    /// Types that are a `view`.
+    pub read_feedback_types: Vec<String>,
+    /// Types that are a `skip`.
+    pub negative_feedback_types: Vec<String>,
+}
+
+impl Default for GorseSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            surface: "home".into(),
+            positive_feedback_types: vec!["like".into(), "star".into()],
+            read_feedback_types: vec!["read".into()],
+            negative_feedback_types: vec!["dislike".into()],
+        }
+    }
 }
 
 impl Default for ServerSection {
@@ -176,6 +208,11 @@ impl Config {
             .validate()
             .and_then(|()| self.auth.validate())
             .map_err(RuntimeError::Config)?;
+        if self.gorse.enabled && !self.engine.surfaces.contains_key(&self.gorse.surface) {
+            return Err(RuntimeError::Config(
+                "gorse.surface: names no configured surface".into(),
+            ));
+        }
         self.engine.validate()
     }
 }

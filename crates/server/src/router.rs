@@ -58,6 +58,7 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
         engine,
         config,
         reads: read_limit.clone(),
+        gorse_lists: Arc::default(),
     };
     // Auth first (outermost), then the in-flight limit: a refused key costs no permit.
     let reads = OpenApiRouter::new()
@@ -89,6 +90,11 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
             (state.clone(), Role::Admin),
             require,
         ));
+    let gorse_api = state
+        .config
+        .gorse
+        .enabled
+        .then(|| crate::resources::gorse::routes(&state));
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(reads)
         .merge(writes)
@@ -96,6 +102,10 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
         .merge(health::routes())
         .split_for_parts();
     let api = Arc::new(api);
+    let router = match gorse_api {
+        Some(g) => router.merge(g),
+        None => router,
+    };
     router
         .route(
             "/openapi.json",

@@ -73,6 +73,8 @@ impl From<EventV1> for Event {
 struct UserItem {
     user_id: String,
     item_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<cascade_core::EventKind>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -110,11 +112,16 @@ pub fn encode(m: &Mutation, out: &mut Vec<u8>) -> Result<()> {
         Mutation::DeleteEditorial { id } => json(DELETE_EDITORIAL_V1, id, out),
         Mutation::UpsertUsers(users) => json(UPSERT_USERS_V1, users, out),
         Mutation::EraseUser { id } => json(ERASE_USER_V1, id, out),
-        Mutation::DeleteFeedback { user_id, item_id } => json(
+        Mutation::DeleteFeedback {
+            user_id,
+            item_id,
+            kind,
+        } => json(
             DELETE_FEEDBACK_V1,
             &UserItem {
                 user_id: user_id.clone(),
                 item_id: item_id.clone(),
+                kind: *kind,
             },
             out,
         ),
@@ -183,6 +190,7 @@ pub fn decode(payload: &[u8]) -> std::result::Result<Mutation, String> {
             Mutation::DeleteFeedback {
                 user_id: p.user_id,
                 item_id: p.item_id,
+                kind: p.kind,
             }
         }
         k => return Err(format!("unknown record kind {k}")),
@@ -244,6 +252,12 @@ mod tests {
             Mutation::DeleteFeedback {
                 user_id: "ana".into(),
                 item_id: "up".into(),
+                kind: None,
+            },
+            Mutation::DeleteFeedback {
+                user_id: "ana".into(),
+                item_id: "up".into(),
+                kind: Some(cascade_core::EventKind::Like),
             },
         ] {
             let mut out = Vec::new();

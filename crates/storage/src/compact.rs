@@ -114,8 +114,8 @@ struct Fold {
     editorial: IndexMap<String, Option<EditorialList>>,
     /// User id → sequence number of their last erasure.
     erased: HashMap<String, u64>,
-    /// (user, item) → sequence number of the last deletion of their feedback.
-    deleted: HashMap<(String, String), u64>,
+    /// (user, item, one kind or all) → sequence number of the last deletion of that feedback.
+    deleted: HashMap<(String, String, Option<EventKind>), u64>,
     /// (sequence number, bytes) of each events record, oldest first.
     event_records: Vec<(u64, u64)>,
     records: u64,
@@ -175,8 +175,12 @@ impl Fold {
                 }
                 self.erased.insert(id, seq);
             }
-            Mutation::DeleteFeedback { user_id, item_id } => {
-                self.deleted.insert((user_id, item_id), seq);
+            Mutation::DeleteFeedback {
+                user_id,
+                item_id,
+                kind,
+            } => {
+                self.deleted.insert((user_id, item_id, kind), seq);
             }
         }
     }
@@ -203,12 +207,15 @@ impl Fold {
         }
         if let Target::Item(item) = &e.target
             && !self.deleted.is_empty()
-            && self
-                .deleted
-                .get(&(e.user_id.clone(), item.clone()))
-                .is_some_and(|&at| at > seq)
         {
-            return false;
+            let later = |kind| {
+                self.deleted
+                    .get(&(e.user_id.clone(), item.clone(), kind))
+                    .is_some_and(|&at| at > seq)
+            };
+            if later(None) || later(Some(e.kind)) {
+                return false;
+            }
         }
         // State, not history: what a user hid or follows outlives retention.
         if matches!(e.kind, EventKind::Follow | EventKind::Hide) {

@@ -96,6 +96,13 @@ fn history(dir: &Path) -> (EventLog, Vec<Mutation>) {
         Mutation::DeleteFeedback {
             user_id: "bo".into(),
             item_id: "b".into(),
+            kind: None,
+        },
+        // Only bo's watch of c goes; the hide of c stays.
+        Mutation::DeleteFeedback {
+            user_id: "bo".into(),
+            item_id: "c".into(),
+            kind: Some(EventKind::Watch),
         },
         // After the erasure, the id is a new user whose data stays.
         Mutation::Events(vec![ev(EventKind::Click, "ana", "a", NOW)]),
@@ -166,7 +173,6 @@ fn compaction_keeps_the_latest_state_and_live_events_and_drops_erased_and_expire
             // Bo's hide is 40 days old but is state; bo's like of b was deleted.
             ("bo".to_string(), "c".to_string(), EventKind::Hide),
             ("bo".into(), "a".into(), EventKind::Click),
-            ("bo".into(), "c".into(), EventKind::Watch),
             ("ana".into(), "a".into(), EventKind::Click),
             ("bo".into(), "a".into(), EventKind::Like),
         ]

@@ -6,6 +6,7 @@ pub mod editorial;
 pub mod events;
 pub mod experiments;
 pub mod faults;
+pub mod gorse;
 pub mod health;
 pub mod items;
 pub mod models;

@@ -220,6 +220,7 @@ async fn delete_feedback(
         .commit(Mutation::DeleteFeedback {
             user_id: id.clone(),
             item_id: item_id.clone(),
+            kind: None,
         })
         .await?;
     Ok(Json(Forgotten {

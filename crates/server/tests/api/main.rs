@@ -4,6 +4,7 @@ mod data;
 mod drift;
 mod erasure;
 mod experiments;
+mod gorse;
 mod input;
 mod models;
 mod policy;
