@@ -449,6 +449,7 @@ fn demo(
              curl -s -X POST http://{addr}/v1/events -H 'content-type: application/json' \\\n  \
              -d '{{\"events\":[{{\"type\":\"like\",\"user_id\":\"{example_user}\",\"item_id\":\"{example_item}\"}}]}}'\n\
              curl -s http://{addr}/metrics | grep cascade_http_requests_total\n\n\
+             The dashboard: http://{addr}/dashboard (users, items, models, drift, live metrics)\n\n\
              Press Ctrl-C to stop.",
             t.elapsed().as_secs_f64()
         );

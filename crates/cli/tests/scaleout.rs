@@ -286,5 +286,45 @@ async fn two_replicas_share_features_and_lose_no_acknowledged_event() {
     assert!(r.items.iter().all(|x| !acked.contains(&x.item_id)));
     assert!(store_ok(&r.degraded), "{:?}", r.degraded);
 
+    // 4. The first user erased through B: every Redis key of theirs goes (the feature
+    // updater applies the erasure from the bus), B forgets them, others are still served.
+    let erase = client
+        .delete(format!("{}/v1/users/{user}", b.base))
+        .send()
+        .await
+        .expect("erase");
+    assert_eq!(erase.status().as_u16(), 200);
+    let pattern = format!("{prefix}:{{u:{user}}}:*");
+    let gone = until(Duration::from_secs(5), || {
+        let (client, base, user) = (client.clone(), b.base.clone(), user.clone());
+        let mut con = con.clone();
+        let pattern = pattern.clone();
+        async move {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut con)
+                .await
+                .expect("keys");
+            let status = client
+                .get(format!("{base}/v1/users/{user}"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            keys.is_empty() && status == 404
+        }
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the erased user's Redis keys or state outlived 5 s"
+    );
+    let r = recs(&client, &b.base, &victim).await;
+    assert!(
+        !r.items.is_empty() && store_ok(&r.degraded),
+        "{:?}",
+        r.degraded
+    );
+
     drop(b);
 }

@@ -6,6 +6,7 @@ mod auth;
 pub mod config;
 pub mod error;
 mod extract;
+pub mod history;
 mod observe;
 mod paging;
 pub mod resources;

@@ -6,8 +6,8 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorBody};
 use crate::observe;
 use crate::resources::{
-    drift, editorial, events, experiments, faults, health, items, models, recommendations, similar,
-    suggest, users,
+    dashboard, drift, editorial, events, experiments, faults, health, items, metrics_history,
+    models, recommendations, similar, suggest, users,
 };
 use crate::state::AppState;
 use axum::Json;
@@ -31,14 +31,31 @@ async fn shed(
         Ok(_permit) => next.run(req).await,
         Err(_) => {
             metrics::counter!("cascade_shed_total").increment(1);
-            ApiError::new(
+            let mut r = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 "too many requests in flight; retry shortly",
             )
-            .into_response()
+            .into_response();
+            r.extensions_mut().insert(Shed);
+            r
         }
     }
+}
+
+/// Marks a response the in-flight limit refused (for the history's shed rate).
+#[derive(Debug, Clone, Copy)]
+struct Shed;
+
+/// Counts every response's status into the dashboard's history.
+async fn count(
+    State(h): State<Arc<crate::history::History>>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let r = next.run(req).await;
+    h.http(r.status().as_u16(), r.extensions().get::<Shed>().is_some());
+    r
 }
 
 #[derive(OpenApi)]
@@ -59,7 +76,9 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
         config,
         reads: read_limit.clone(),
         gorse_lists: Arc::default(),
+        history: Arc::default(),
     };
+    crate::history::spawn_sampler(&state.history, state.engine.env.state.clone());
     // Auth first (outermost), then the in-flight limit: a refused key costs no permit.
     let reads = OpenApiRouter::new()
         .merge(recommendations::routes())
@@ -85,6 +104,7 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
         .merge(models::routes())
         .merge(experiments::routes())
         .merge(drift::routes())
+        .merge(metrics_history::routes())
         .route_layer(middleware::from_fn_with_state(admin_limit, shed))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Admin),
@@ -105,7 +125,8 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
     let router = match gorse_api {
         Some(g) => router.merge(g),
         None => router,
-    };
+    }
+    .merge(dashboard::routes());
     router
         .route(
             "/openapi.json",
@@ -126,6 +147,7 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
             .field("method")
         })
         .layer(middleware::from_fn(observe::track))
+        .layer(middleware::from_fn_with_state(state.history.clone(), count))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))

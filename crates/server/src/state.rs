@@ -21,6 +21,8 @@ pub struct AppState {
     pub reads: Arc<tokio::sync::Semaphore>,
     /// Ranked lists `/api/recommend` pages through (Gorse serves offsets from its cache).
     pub gorse_lists: Arc<Lists>,
+    /// The metrics history the dashboard charts.
+    pub history: Arc<crate::history::History>,
 }
 
 /// The ranked lists of recent `/api/recommend` calls by (user, categories): Gorse answers

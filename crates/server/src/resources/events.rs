@@ -38,6 +38,7 @@ async fn post_events(
     JsonBody(b): JsonBody<EventsBatch>,
 ) -> Result<Json<Accepted>, ApiError> {
     check_batch(&s, "events", &b.events)?;
+    let received = std::time::Instant::now();
     let now = now_millis();
     let mut events = Vec::with_capacity(b.events.len());
     for (i, e) in b.events.into_iter().enumerate() {
@@ -62,6 +63,7 @@ async fn post_events(
             )
         })?;
     s.engine.commit(Mutation::Events(events)).await?;
+    s.history.ingest(received.elapsed().as_secs_f64() * 1e3);
     metrics::counter!("cascade_events_ingested_total").increment(n as u64);
     Ok(Json(Accepted { accepted: n }))
 }

@@ -26,6 +26,8 @@ pub struct Health {
     pub items: usize,
     pub users: usize,
     pub events: u64,
+    /// The configured surfaces, by name.
+    pub surfaces: Vec<String>,
 }
 
 /// Liveness.
@@ -37,6 +39,11 @@ async fn healthz(State(s): State<AppState>) -> Json<Health> {
         items: st.live_items,
         users: st.users,
         events: st.events,
+        surfaces: {
+            let mut v: Vec<String> = s.engine.pipelines.keys().cloned().collect();
+            v.sort();
+            v
+        },
     })
 }
 

@@ -125,6 +125,7 @@ async fn recommend(
     surface: String,
     body: RecommendBody,
 ) -> Result<Json<Recommendations>, ApiError> {
+    let started = std::time::Instant::now();
     if !s.engine.pipelines.contains_key(&surface) {
         return Err(ApiError::not_found(
             "unknown_surface",
@@ -190,6 +191,12 @@ async fn recommend(
             format!("no surface `{surface}`"),
         )
     })?;
+    s.history.recommendation(
+        &surface,
+        started.elapsed().as_secs_f64() * 1e3,
+        &result.timings,
+        &result.degraded,
+    );
     metrics::counter!("cascade_recommendations_total", "surface" => surface).increment(1);
     Ok(Json(render(&result)))
 }

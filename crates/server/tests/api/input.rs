@@ -258,6 +258,7 @@ async fn openapi_and_metrics_describe_the_service() {
         ("/v1/users/{id}/events", "get"),
         ("/v1/users/{id}", "delete"),
         ("/v1/users/{id}/events/{item_id}", "delete"),
+        ("/v1/admin/metrics/history", "get"),
     ];
     for (path, method) in expect {
         assert!(

@@ -1,5 +1,6 @@
 //! End-to-end tests: a real server on port 0, driven over HTTP.
 
+mod dashboard;
 mod data;
 mod drift;
 mod erasure;

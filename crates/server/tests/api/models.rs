@@ -138,7 +138,7 @@ async fn a_trained_bundle_is_what_the_restarted_server_serves() {
 }
 
 /// Trains a bundle from the server's current state and saves it to the registry.
-fn save_bundle(s: &TestServer, ranker: Option<cascade_gbdt::Model>) -> String {
+pub(super) fn save_bundle(s: &TestServer, ranker: Option<cascade_gbdt::Model>) -> String {
     let opts = cascade_training::TrainOptions { holdout_users: 0 };
     let mut b =
         cascade_training::train(&s.engine.env.state, &s.engine.config, &opts, &|_, _, _| {});
@@ -152,7 +152,7 @@ fn save_bundle(s: &TestServer, ranker: Option<cascade_gbdt::Model>) -> String {
 }
 
 /// Posts one more event so the next bundle gets another version (it names the generation).
-async fn touch(s: &TestServer, k: usize) {
+pub(super) async fn touch(s: &TestServer, k: usize) {
     let (st, _) = s
         .post(
             "/v1/events",
