@@ -38,6 +38,19 @@ pub struct EvalArgs {
     /// Candidate budget of the union row.
     #[arg(long, default_value_t = 500)]
     budget: usize,
+    /// When each user is asked: `global` (one time just after the newest train rating),
+    /// `replay` (each user 1 s after their own last train rating: what live serving faces,
+    /// nothing after "now" exists), or `both`. Replay rows are named `ROW@replay`.
+    #[arg(long, value_enum, default_value_t = Clock::Both)]
+    clock: Clock,
+}
+
+/// The clock of an evaluation (see [`EvalArgs::clock`]).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    Global,
+    Replay,
+    Both,
 }
 
 /// One row of the results table.
@@ -301,39 +314,57 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             .insert(r.item.as_str());
     }
     let users: Vec<String> = relevant.keys().map(|u| (*u).to_string()).collect();
+    // Replay: each user 1 s after their own last train rating.
+    let mut last: HashMap<&str, i64> = HashMap::new();
+    for r in &train {
+        let e = last.entry(r.user.as_str()).or_insert(r.ts);
+        *e = (*e).max(r.ts);
+    }
+    let replay_now: Vec<Millis> = users
+        .iter()
+        .map(|u| last.get(u.as_str()).map_or(now, |&ts| ts * 1000 + 1000))
+        .collect();
+    let global_now = vec![now; users.len()];
+    let clocks: Vec<(&str, &[Millis])> = match args.clock {
+        Clock::Global => vec![("", &global_now)],
+        Clock::Replay => vec![("@replay", &replay_now)],
+        Clock::Both => vec![("", &global_now), ("@replay", &replay_now)],
+    };
     let mut rows = Vec::new();
-    for (name, n) in &rows_spec {
-        let t = Instant::now();
-        let lists = rt.block_on(recommend_all(&engine, name, &users, *n, now))?;
-        let mut sums = [0f64; 5];
-        let mut covered: HashSet<&str> = HashSet::new();
-        for (user, list) in users.iter().zip(&lists) {
-            let rel = relevant.get(user.as_str()).context("user")?;
-            let m = score_list(list, rel, *n);
-            for (s, v) in sums.iter_mut().zip(m) {
-                *s += v;
+    for (suffix, nows) in &clocks {
+        for (name, n) in &rows_spec {
+            let t = Instant::now();
+            let lists = rt.block_on(recommend_all(&engine, name, &users, *n, nows))?;
+            let mut sums = [0f64; 5];
+            let mut covered: HashSet<&str> = HashSet::new();
+            for (user, list) in users.iter().zip(&lists) {
+                let rel = relevant.get(user.as_str()).context("user")?;
+                let m = score_list(list, rel, *n);
+                for (s, v) in sums.iter_mut().zip(m) {
+                    *s += v;
+                }
+                covered.extend(list.iter().take(10).map(String::as_str));
             }
-            covered.extend(list.iter().take(10).map(String::as_str));
+            let u = users.len().max(1) as f64;
+            let mut metrics = BTreeMap::new();
+            metrics.insert("recall@10".into(), sums[0] / u);
+            metrics.insert("recall@50".into(), sums[1] / u);
+            metrics.insert("ndcg@10".into(), sums[2] / u);
+            metrics.insert("hitrate@10".into(), sums[3] / u);
+            metrics.insert(
+                "coverage@10".into(),
+                covered.len() as f64 / catalog.max(1) as f64,
+            );
+            if *n > 50 {
+                metrics.insert(format!("recall@{n}"), sums[4] / u);
+            }
+            metrics.insert("train_s".into(), train_s);
+            metrics.insert("eval_s".into(), t.elapsed().as_secs_f64());
+            rows.push(Row {
+                row: format!("{name}{suffix}"),
+                metrics,
+            });
         }
-        let u = users.len().max(1) as f64;
-        let mut metrics = BTreeMap::new();
-        metrics.insert("recall@10".into(), sums[0] / u);
-        metrics.insert("recall@50".into(), sums[1] / u);
-        metrics.insert("ndcg@10".into(), sums[2] / u);
-        metrics.insert("hitrate@10".into(), sums[3] / u);
-        metrics.insert(
-            "coverage@10".into(),
-            covered.len() as f64 / catalog.max(1) as f64,
-        );
-        if *n > 50 {
-            metrics.insert(format!("recall@{n}"), sums[4] / u);
-        }
-        metrics.insert("train_s".into(), train_s);
-        metrics.insert("eval_s".into(), t.elapsed().as_secs_f64());
-        rows.push(Row {
-            row: name.clone(),
-            metrics,
-        });
     }
     rt.block_on(engine.close());
 
@@ -360,7 +391,7 @@ async fn recommend_all(
     surface: &str,
     users: &[String],
     n: usize,
-    now: Millis,
+    nows: &[Millis],
 ) -> anyhow::Result<Vec<Vec<String>>> {
     let pipeline = engine
         .pipelines
@@ -368,9 +399,10 @@ async fn recommend_all(
         .cloned()
         .with_context(|| format!("surface {surface}"))?;
     // Two workers keep both cores busy; each request is the serving pipeline end to end.
-    let chunks: Vec<Vec<String>> = users
-        .chunks(users.len().div_ceil(2).max(1))
-        .map(<[String]>::to_vec)
+    let asked: Vec<(String, Millis)> = users.iter().cloned().zip(nows.iter().copied()).collect();
+    let chunks: Vec<Vec<(String, Millis)>> = asked
+        .chunks(asked.len().div_ceil(2).max(1))
+        .map(<[(String, Millis)]>::to_vec)
         .collect();
     let mut tasks = Vec::new();
     for chunk in chunks {
@@ -378,7 +410,7 @@ async fn recommend_all(
         let surface = surface.to_string();
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::with_capacity(chunk.len());
-            for user in chunk {
+            for (user, now) in chunk {
                 let q = cascade_pipeline::Query::new(&surface, &user, n, now);
                 let r = engine.recommend(&pipeline, q).await;
                 let g = engine.env.state.read();
