@@ -208,6 +208,9 @@ pub struct Signal {
     pub window_rate: Option<f64>,
     /// The bins whose share moved most (at most three).
     pub top_bins: Vec<Bin>,
+    /// Every bin in order, reference against window (empty for rates).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bins: Vec<Bin>,
     /// The reference's own variation ([`crate::profile::Sketch::noise`]) and the levels
     /// applied.
     pub noise: f64,
@@ -274,6 +277,7 @@ fn compare(r: &Sketch, w: &Sketch, cfg: &DriftSection) -> Signal {
                 reference_rate: Some(rr),
                 window_rate: Some(wr),
                 top_bins: Vec::new(),
+                bins: Vec::new(),
                 noise: r.noise,
                 warn_at: t.warn,
                 alert_at: t.alert,
@@ -293,6 +297,7 @@ fn compare(r: &Sketch, w: &Sketch, cfg: &DriftSection) -> Signal {
                     window: ws[i],
                 })
                 .collect();
+            let all = bins.clone();
             bins.sort_by(|a, b| {
                 (b.window - b.reference)
                     .abs()
@@ -309,6 +314,7 @@ fn compare(r: &Sketch, w: &Sketch, cfg: &DriftSection) -> Signal {
                 reference_rate: None,
                 window_rate: None,
                 top_bins: bins,
+                bins: all,
                 noise: r.noise,
                 warn_at: t.warn,
                 alert_at: t.alert,

@@ -513,8 +513,15 @@ fn top_clicks(r: &PipelineResult, user: &str, id: &str, at: i64) -> Vec<Event> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicks_are_joined_to_their_sources_and_a_failing_source_moves_their_mix() {
     let tmp = tempfile::tempdir().expect("tmp");
-    // The clicks' reference is the first window after activation: a short one here.
-    let e = open_with(&tmp, |c| c.drift.window_s = 20).await;
+    // The clicks' reference is the first window after activation: a short one here. Buckets
+    // of a second, so the report's window can hold the whole faulty phase and nothing of the
+    // reference's (a 10 s bucket cut across the phase start loses clicks under load).
+    let e = open_with(&tmp, |c| {
+        c.drift.window_s = 20;
+        c.drift.bucket_s = 1;
+        c.drift.retention_s = 3600;
+    })
+    .await;
     let opened = std::time::Instant::now();
     let m = e.drift.clone().expect("monitor");
     let w = world();
@@ -538,7 +545,9 @@ async fn clicks_are_joined_to_their_sources_and_a_failing_source_moves_their_mix
         status(&m.report(None), "home.click_source_mix").is_none(),
         "no click reference before the first window ends"
     );
-    tokio::time::sleep(Duration::from_secs(21).saturating_sub(opened.elapsed())).await;
+    // At least 3 s between the phases: the report's extra bucket never reaches back into the
+    // reference's clicks.
+    tokio::time::sleep(Duration::from_secs(23).saturating_sub(opened.elapsed())).await;
     e.env.faults.set(Dependency::Ann, Fault::Error);
     let start = cascade_core::time::now_millis();
     for (k, u) in users[300..600].iter().enumerate() {
@@ -548,7 +557,8 @@ async fn clicks_are_joined_to_their_sources_and_a_failing_source_moves_their_mix
     }
     assert!(m.flush(Duration::from_secs(30)));
     let end = cascade_core::time::now_millis();
-    let r = m.report_at(end, Some(((end - start) as u64).div_ceil(1000)));
+    // The phase's seconds and one more bucket: the partial one its start fell in.
+    let r = m.report_at(end, Some(((end - start) as u64).div_ceil(1000) + 1));
     assert_eq!(r.reference.source.split(' ').next(), Some("bundle"));
     assert_alert(&r, "home.click_source_mix");
     let mix = status(&r, "home.click_source_mix").expect("mix");

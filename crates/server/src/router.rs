@@ -6,8 +6,8 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorBody};
 use crate::observe;
 use crate::resources::{
-    dashboard, drift, editorial, events, experiments, faults, health, items, metrics_history,
-    models, recommendations, similar, suggest, users,
+    dashboard, drift, editorial, events, experiments, faults, health, item_sources, items,
+    metrics_history, models, recommendations, similar, suggest, users,
 };
 use crate::state::AppState;
 use axum::Json;
@@ -105,6 +105,7 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
         .merge(experiments::routes())
         .merge(drift::routes())
         .merge(metrics_history::routes())
+        .merge(item_sources::routes())
         .route_layer(middleware::from_fn_with_state(admin_limit, shed))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Admin),

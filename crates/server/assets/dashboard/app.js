@@ -7,6 +7,7 @@ const COLORS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2'
 const main = document.getElementById('main');
 let timer = null;
 let surfaces = [];
+let selectedSignal = null;
 
 // An element: h('td', {class: 'x', 'data-kpi': 'events'}, 'text', child, ...).
 function h(tag, attrs, ...kids) {
@@ -200,13 +201,35 @@ async function experiments() {
   })];
 }
 
+// Reference (grey) against live (blue) shares, bin by bin.
+function histogram(bins) {
+  const W = 600, H = 150, n = bins.length, bw = (W - 8) / n;
+  const max = Math.max(1e-9, ...bins.flatMap((b) => [b.reference, b.window]));
+  const y = (v) => (H - 16) * (v / max);
+  return h('svg', { viewBox: `0 0 ${W} ${H}`, class: 'plot', id: 'histogram', role: 'img', 'aria-label': 'reference vs live' },
+    bins.map((b, i) => [
+      h('rect', { x: 4 + i * bw + 1, y: H - 16 - y(b.reference), width: bw / 2 - 1, height: y(b.reference), fill: '#94a3b8' }),
+      h('rect', { x: 4 + i * bw + bw / 2, y: H - 16 - y(b.window), width: bw / 2 - 1, height: y(b.window), fill: '#2563eb' }),
+      n <= 12 ? h('text', { x: 4 + i * bw, y: H - 3 }, b.bin.slice(0, 10)) : null]));
+}
+
+// After a live refresh, the signal that was open stays open.
+function keepSelection(signals, show) {
+  const sig = signals.find((s) => s.name === selectedSignal);
+  if (sig) show(sig);
+  return null;
+}
+
 async function drift() {
   const d = await api('/v1/admin/drift?window_s=300');
   const detail = h('div', { id: 'drift-detail' });
   const show = (sig) => {
+    selectedSignal = sig.name;
+    const bins = sig.bins || sig.top_bins;
     detail.replaceChildren(h('h2', {}, sig.name),
-      sig.top_bins.length ? h('table', {}, h('tr', {}, ['bin', 'reference', 'live'].map((c) => h('th', {}, c))),
-        sig.top_bins.map((b) => h('tr', {}, h('td', {}, b.bin), h('td', {}, pct(b.reference)), h('td', {}, pct(b.window)))))
+      bins.length ? histogram(bins) : null,
+      bins.length ? h('table', { id: 'bins' }, h('tr', {}, ['bin', 'reference', 'live'].map((c) => h('th', {}, c))),
+        bins.map((b) => h('tr', {}, h('td', {}, b.bin), h('td', {}, pct(b.reference)), h('td', {}, pct(b.window)))))
         : h('p', { class: 'muted' }, sig.reference_rate !== undefined ? `reference ${pct(sig.reference_rate)}, live ${pct(sig.window_rate)}` : 'No bins to compare.'));
   };
   return [h('h1', {}, 'Drift'),
@@ -215,7 +238,7 @@ async function drift() {
       d.signals.map((sig) => h('tr', { 'data-signal': sig.name, onclick: () => show(sig) },
         h('td', {}, sig.name), h('td', {}, sig.kind), h('td', {}, fmt(sig.value, 3)),
         h('td', { class: sig.status }, sig.status), h('td', {}, fmt(sig.reference_count, 0)), h('td', {}, fmt(sig.window_count, 0))))),
-    detail];
+    detail, keepSelection(d.signals, show)];
 }
 
 function lookup(kind, placeholder) {
@@ -263,7 +286,9 @@ async function user(id) {
 
 async function item(id) {
   if (!id) return [h('h1', {}, 'Items'), lookup('items', 'item id')];
-  const [it, sim] = await Promise.all([api('/v1/items/' + enc(id)), api(`/v1/items/${enc(id)}/similar?n=10`)]);
+  const [it, sim, src] = await Promise.all([api('/v1/items/' + enc(id)), api(`/v1/items/${enc(id)}/similar?n=10`),
+    api(`/v1/admin/items/${enc(id)}/sources`)]);
+  const rank = (st) => st.rank ? `#${st.rank} of ${st.of}` : `not in the ${st.of}`;
   const i = it.item;
   return [h('h1', {}, 'Item ', h('code', {}, id)), lookup('items', 'another item id'),
     h('div', { class: 'grid' },
@@ -273,6 +298,16 @@ async function item(id) {
         h('p', {}, 'attributes: ', h('code', {}, JSON.stringify(i.attributes)))),
       h('div', { class: 'card' }, h('h3', {}, 'Feedback'),
         h('table', { id: 'counts' }, Object.entries(it.counts).map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', { 'data-count': k }, fmt(v, k === 'watch_fraction' ? 2 : 0)))))),
+      h('div', { class: 'card' }, h('h3', {}, 'Sources that can produce it'),
+        h('table', { id: 'sources' },
+          h('tr', { 'data-source': 'popular' }, h('td', {}, 'popular'), h('td', {}, rank(src.popular))),
+          src.popular_in_category.map((c) => h('tr', {}, h('td', {}, 'popular in ' + c.category), h('td', {}, rank(c)))),
+          h('tr', { 'data-source': 'trending' }, h('td', {}, 'trending'), h('td', {}, rank(src.trending))),
+          h('tr', { 'data-source': 'fresh' }, h('td', {}, 'fresh'), h('td', {}, rank(src.fresh))),
+          h('tr', { 'data-source': 'similar' }, h('td', {}, 'similar (co-visitation)'), h('td', {}, `${src.covisitation_neighbors} neighbours`)),
+          h('tr', { 'data-source': 'embedding' }, h('td', {}, 'embedding'), h('td', {}, src.embedding ? (src.indexed ? 'vector, indexed' : 'vector, not indexed') : 'no vector')),
+          h('tr', { 'data-source': 'editorial' }, h('td', {}, 'editorial'), h('td', {}, src.editorial.join(', ') || 'in no list')),
+          h('tr', { 'data-source': 'follows' }, h('td', {}, 'follows'), h('td', {}, src.creator_id ? 'followers of ' + src.creator_id : 'no creator')))),
       h('div', { class: 'card' }, h('h3', {}, `Similar (co-visitation, model ${sim.model_version})`),
         h('table', { id: 'similar' }, sim.items.map((x) => h('tr', {}, h('td', {}, h('a', { href: '#/items/' + enc(x.item_id) }, x.item_id)), h('td', {}, x.title), h('td', {}, fmt(x.score, 3))))))),
   ];

@@ -9,6 +9,7 @@ pub mod experiments;
 pub mod faults;
 pub mod gorse;
 pub mod health;
+pub mod item_sources;
 pub mod items;
 pub mod metrics_history;
 pub mod models;

@@ -333,6 +333,23 @@ async fn the_dashboard_shows_the_apis_figures_and_drives_models_and_editorial() 
         .await
         .expect("rows");
     assert_eq!(rows.len(), drift["signals"].as_array().map_or(0, Vec::len));
+    // A signal with bins opens its reference-vs-live histogram, every bin of it.
+    if let Some(sig) = drift["signals"].as_array().and_then(|v| {
+        v.iter()
+            .find(|s| s["bins"].as_array().is_some_and(|b| b.len() > 1))
+    }) {
+        let name = sig["name"].as_str().expect("name");
+        c.find(Locator::Css(&format!("#signals tr[data-signal='{name}']")))
+            .await
+            .expect("signal row")
+            .click()
+            .await
+            .expect("click");
+        page(&c, "drift", Some("#histogram")).await;
+        let rows = c.find_all(Locator::Css("#bins tr")).await.expect("bins");
+        assert_eq!(rows.len(), 1 + sig["bins"].as_array().map_or(0, Vec::len));
+        shot(&c, "drift").await;
+    }
 
     // Experiments: none configured here, and the page says so.
     c.goto(&format!("{}/dashboard#/experiments", s.base))
@@ -377,6 +394,15 @@ async fn the_dashboard_shows_the_apis_figures_and_drives_models_and_editorial() 
         text(&c, "[data-count=likes]").await,
         it["counts"]["likes"].to_string()
     );
+    let src = admin_get(&s, "/v1/admin/items/i3/sources").await;
+    let popular = text(&c, "#sources [data-source=popular]").await;
+    match src["popular"]["rank"].as_u64() {
+        Some(r) => assert!(popular.contains(&format!("#{r} of")), "{popular}"),
+        None => assert!(popular.contains("not in"), "{popular}"),
+    }
+    let similar = text(&c, "#sources [data-source=similar]").await;
+    assert!(similar.contains(&format!("{} neighbours", src["covisitation_neighbors"])));
+    shot(&c, "item").await;
 
     // Catalog: create a curated list, then edit its title.
     c.goto(&format!("{}/dashboard#/catalog", s.base))

@@ -259,6 +259,7 @@ async fn openapi_and_metrics_describe_the_service() {
         ("/v1/users/{id}", "delete"),
         ("/v1/users/{id}/events/{item_id}", "delete"),
         ("/v1/admin/metrics/history", "get"),
+        ("/v1/admin/items/{id}/sources", "get"),
     ];
     for (path, method) in expect {
         assert!(
