@@ -1,4 +1,6 @@
-//! The JSON contract (items, users, events) and the validated forms that reach the log.
+//! The JSON contract (items, users, events) and the validated forms that reach the log. One
+//! file: it is the contract, read whole (every type a client sends, with its checks, and the
+//! `Mutation` they become).
 
 use crate::error::FieldError;
 use crate::time::{Millis, TimeInput};

@@ -1,6 +1,7 @@
 //! The Redis feature store and the NATS JetStream bus against real servers
 //! (`CASCADE_TEST_REDIS_URL`, `CASCADE_TEST_NATS_URL`; `.ci/run` sets both). Every test uses
-//! its own key prefix and stream and removes them.
+//! its own key prefix and stream and removes them. One file: both backends share the world,
+//! the helpers and the servers' set-up.
 
 use cascade_core::{Event, EventKind, Item, Mutation, Target, TimeInput};
 use cascade_features::state::StateConfig;

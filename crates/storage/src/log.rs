@@ -1,4 +1,6 @@
-//! Segment files of length-prefixed, CRC-checked records; replay and torn-tail repair.
+//! Segment files of length-prefixed, CRC-checked records; replay and torn-tail repair. One
+//! file: the segment format is read and written here alone (open, scan, append, roll, the
+//! compacted header); `compact` reuses its framing.
 //!
 //! Record layout: `u32 len (LE) | u32 crc32(payload) (LE) | payload`. A segment starts with an
 //! 8-byte magic. Only the newest segment may end in a torn record (a crash mid-write); it is

@@ -76,6 +76,15 @@ async fn page(c: &Client, page: &str, css: Option<&str>) {
     }
 }
 
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
 async fn text(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -189,12 +198,7 @@ async fn the_dashboard_shows_the_apis_figures_and_drives_models_and_editorial() 
         .expect("login");
     // A read key is refused and said so; the admin key signs in.
     key.send_keys(READ).await.expect("type");
-    c.find(Locator::Css("#login-submit"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "#login-submit").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !text(&c, "#login-error").await.contains("admin key") {
         assert!(Instant::now() < deadline, "a read key was not refused");
@@ -202,12 +206,7 @@ async fn the_dashboard_shows_the_apis_figures_and_drives_models_and_editorial() 
     }
     let key = c.find(Locator::Css("#login-key")).await.expect("key");
     key.send_keys(ADMIN).await.expect("type");
-    c.find(Locator::Css("#login-submit"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "#login-submit").await;
     page(&c, "overview", Some("[data-kpi=events]")).await;
     let url = c.current_url().await.expect("url").to_string();
     assert!(!url.contains(ADMIN), "the key is never in a URL: {url}");
@@ -295,22 +294,12 @@ async fn the_dashboard_shows_the_apis_figures_and_drives_models_and_editorial() 
     let before = active(&s).await;
     let other = if before == a { b.clone() } else { a.clone() };
     let row = format!("#models tr[data-version='{other}']");
-    c.find(Locator::Css(&format!("{row} button.activate")))
-        .await
-        .expect("activate button")
-        .click()
-        .await
-        .expect("click");
+    click(&c, &format!("{row} button.activate")).await;
     c.accept_alert().await.expect("confirm");
     page(&c, "models", Some(&format!("{row} [data-active=true]"))).await;
     assert_eq!(active(&s).await, other);
     shot(&c, "models").await;
-    c.find(Locator::Css("#rollback"))
-        .await
-        .expect("rollback")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "#rollback").await;
     c.accept_alert().await.expect("confirm");
     page(
         &c,
@@ -339,12 +328,7 @@ async fn the_dashboard_shows_the_apis_figures_and_drives_models_and_editorial() 
             .find(|s| s["bins"].as_array().is_some_and(|b| b.len() > 1))
     }) {
         let name = sig["name"].as_str().expect("name");
-        c.find(Locator::Css(&format!("#signals tr[data-signal='{name}']")))
-            .await
-            .expect("signal row")
-            .click()
-            .await
-            .expect("click");
+        click(&c, &format!("#signals tr[data-signal='{name}']")).await;
         page(&c, "drift", Some("#histogram")).await;
         let rows = c.find_all(Locator::Css("#bins tr")).await.expect("bins");
         assert_eq!(rows.len(), 1 + sig["bins"].as_array().map_or(0, Vec::len));
@@ -421,12 +405,7 @@ async fn the_dashboard_shows_the_apis_figures_and_drives_models_and_editorial() 
             .await
             .expect("type");
     }
-    c.find(Locator::Css("#editorial-form button[type=submit]"))
-        .await
-        .expect("save")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "#editorial-form button[type=submit]").await;
     page(&c, "catalog", Some("#editorial tr[data-list=dash-picks]")).await;
     let lists = admin_get(&s, "/v1/admin/editorial").await;
     let saved = lists["lists"]
@@ -437,12 +416,7 @@ async fn the_dashboard_shows_the_apis_figures_and_drives_models_and_editorial() 
         .cloned()
         .expect("saved");
     assert_eq!(saved["items"], json!(["i1", "i2"]));
-    c.find(Locator::Css("#editorial tr[data-list=dash-picks] button"))
-        .await
-        .expect("edit")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "#editorial tr[data-list=dash-picks] button").await;
     let title = c
         .find(Locator::Css("#editorial-form [name=title]"))
         .await
@@ -452,12 +426,7 @@ async fn the_dashboard_shows_the_apis_figures_and_drives_models_and_editorial() 
         .send_keys("Edited on the dashboard")
         .await
         .expect("type");
-    c.find(Locator::Css("#editorial-form button[type=submit]"))
-        .await
-        .expect("save")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "#editorial-form button[type=submit]").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let lists = admin_get(&s, "/v1/admin/editorial").await;

@@ -317,15 +317,33 @@ async fn session(
     Ok(Json(out).into_response())
 }
 
-/// The items engaged with next to this one, scored; `category` narrows (AND), `user-id`
-/// leaves out what that user interacted with.
+/// One page of a list for Gorse: servable items in every `category` (AND), none that
+/// `user-id` interacted with, from `offset`, at most `n`.
+fn list_page(
+    g: &Inner,
+    p: &Params,
+    list: impl Iterator<Item = (Idx, f64)>,
+    (n, offset): (usize, usize),
+) -> Vec<Score> {
+    let cats = p.all("category");
+    let seen = seen_by(g, p.get("user-id"));
+    list.filter(|&(i, _)| servable(g, i) && in_all(g, i, &cats) && !seen.contains(&i))
+        .skip(offset)
+        .take(n)
+        .map(|(i, w)| Score {
+            id: g.item_id(i).to_string(),
+            score: w,
+        })
+        .collect()
+}
+
+/// The items engaged with next to this one, scored.
 async fn neighbors(
     State(s): State<AppState>,
     Path(id): Path<String>,
     p: Params,
 ) -> Result<Json<Vec<Score>>, ApiError> {
-    let (n, offset) = window(&s, &p)?;
-    let cats = p.all("category");
+    let window = window(&s, &p)?;
     let models = s.engine.env.models.load();
     let g = s.engine.env.state.read();
     let i = g
@@ -335,20 +353,9 @@ async fn neighbors(
         .ok_or_else(|| {
             ApiError::not_found("item_not_found", "id", format!("item {id} not found"))
         })?;
-    let seen = seen_by(&g, p.get("user-id"));
     let (nb, ws) = models.covis.neighbors(i);
-    let out = nb
-        .iter()
-        .zip(ws)
-        .filter(|&(&b, _)| servable(&g, b) && in_all(&g, b, &cats) && !seen.contains(&b))
-        .skip(offset)
-        .take(n)
-        .map(|(&b, &w)| Score {
-            id: g.item_id(b).to_string(),
-            score: f64::from(w),
-        })
-        .collect();
-    Ok(Json(out))
+    let list = nb.iter().zip(ws).map(|(&b, &w)| (b, f64::from(w)));
+    Ok(Json(list_page(&g, &p, list, window)))
 }
 
 /// What user `id` interacted with (for `user-id` filters).
@@ -361,24 +368,7 @@ fn seen_by(g: &Inner, id: Option<&str>) -> std::collections::HashSet<Idx> {
 
 /// Newest servable items first, scored by their Unix time, as Gorse's `latest`.
 async fn latest(State(s): State<AppState>, p: Params) -> Result<Json<Vec<Score>>, ApiError> {
-    let (n, offset) = window(&s, &p)?;
-    let cats = p.all("category");
-    let models = s.engine.env.models.load();
-    let g = s.engine.env.state.read();
-    let seen = seen_by(&g, p.get("user-id"));
-    let out = models
-        .popular
-        .fresh
-        .iter()
-        .filter(|&&(i, _)| servable(&g, i) && in_all(&g, i, &cats) && !seen.contains(&i))
-        .skip(offset)
-        .take(n)
-        .map(|&(i, t)| Score {
-            id: g.item_id(i).to_string(),
-            score: t.div_euclid(1000) as f64,
-        })
-        .collect();
-    Ok(Json(out))
+    named(&s, "latest", &p)
 }
 
 /// A named non-personalized list: `popular` (decayed engagement), `trending` (short over
@@ -388,23 +378,20 @@ async fn non_personalized(
     Path(name): Path<String>,
     p: Params,
 ) -> Result<Json<Vec<Score>>, ApiError> {
-    let (n, offset) = window(&s, &p)?;
-    let cats = p.all("category");
+    named(&s, &name, &p)
+}
+
+fn named(s: &AppState, name: &str, p: &Params) -> Result<Json<Vec<Score>>, ApiError> {
+    let window = window(s, p)?;
     let models = s.engine.env.models.load();
     let g = s.engine.env.state.read();
-    let seen = seen_by(&g, p.get("user-id"));
     let lists = &models.popular;
-    let list: Vec<(Idx, f64)> = match name.as_str() {
-        "popular" => lists
-            .global
-            .iter()
-            .map(|&(i, w)| (i, f64::from(w)))
-            .collect(),
-        "trending" => lists
-            .trending
-            .iter()
-            .map(|&(i, w)| (i, f64::from(w)))
-            .collect(),
+    let scored = |l: &[(Idx, f32)]| -> Vec<(Idx, f64)> {
+        l.iter().map(|&(i, w)| (i, f64::from(w))).collect()
+    };
+    let list: Vec<(Idx, f64)> = match name {
+        "popular" => scored(&lists.global),
+        "trending" => scored(&lists.trending),
         "latest" => lists
             .fresh
             .iter()
@@ -412,17 +399,7 @@ async fn non_personalized(
             .collect(),
         _ => Vec::new(),
     };
-    let out = list
-        .into_iter()
-        .filter(|&(i, _)| servable(&g, i) && in_all(&g, i, &cats) && !seen.contains(&i))
-        .skip(offset)
-        .take(n)
-        .map(|(i, w)| Score {
-            id: g.item_id(i).to_string(),
-            score: w,
-        })
-        .collect();
-    Ok(Json(out))
+    Ok(Json(list_page(&g, p, list.into_iter(), window)))
 }
 
 #[cfg(test)]
