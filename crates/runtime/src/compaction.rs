@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Held for a whole compaction (the thread's and `Engine::compact_now`'s).
+static COMPACTING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
 /// Erasures (user erasures and feedback deletions) still in the log outside its compacted
 /// segment: counted at replay, raised as they are applied, cleared by a compaction.
 #[derive(Debug, Default)]
@@ -37,19 +40,15 @@ pub fn compact_now(
     config: &EngineConfig,
     pending: &Pending,
 ) -> Result<CompactStats, RuntimeError> {
+    // One compaction at a time per process: two would share the temporary file.
+    let _one = COMPACTING.lock();
     let t = Instant::now();
     // Erasures applied from here on may land after the roll: they stay pending.
     let before = pending.get();
     let cut = writer.roll_blocking()?;
     let now = cascade_core::time::now_millis();
     let log_dir = config.data_dir.join("log");
-    let stats = cascade_storage::compact(
-        &log_dir,
-        cut.closed,
-        now,
-        &config.storage.retention(),
-        config.storage.fsync,
-    )?;
+    let stats = cascade_storage::compact(&log_dir, cut.closed, now, &config.storage.retention())?;
     let removed = {
         let _guard = SNAPSHOTS.lock();
         cascade_features::snapshot::remove_before(&snapshots_dir(config), stats.covers)

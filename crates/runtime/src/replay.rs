@@ -121,6 +121,16 @@ pub fn replay(config: &EngineConfig) -> Result<Replayed, RuntimeError> {
             other => other?,
         }
     };
+    if replay.compacted > 0 && snapshots_enabled(config) {
+        // A compaction cut short before it removed the snapshots it made stale: they resume
+        // inside what it rewrote and may hold what it purged.
+        let _guard = SNAPSHOTS.lock();
+        match cascade_features::snapshot::remove_before(&snapshots_dir(config), replay.compacted) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed snapshots older than the compaction"),
+            Err(e) => tracing::warn!(error = %e, "stale snapshots not removed"),
+        }
+    }
     tracing::info!(
         from_snapshot = replay.skipped,
         records = replay.records,

@@ -268,15 +268,15 @@ impl Out {
         Ok(())
     }
 
-    /// Writes the record count into the header and makes the file durable.
-    fn finish(self, fsync: bool) -> Result<(PathBuf, u64, u64)> {
+    /// Writes the record count into the header and makes the file durable — always, even
+    /// with `storage.fsync` off: the rename that follows replaces long-durable segments, so
+    /// a crash must never find a compacted file shorter than what it replaced.
+    fn finish(self) -> Result<(PathBuf, u64, u64)> {
         let io = |e| StorageError::io(&self.path, e);
         let mut f = self.w.into_inner().map_err(|e| io(e.into_error()))?;
         f.seek(SeekFrom::Start(16)).map_err(io)?;
         f.write_all(&self.records.to_le_bytes()).map_err(io)?;
-        if fsync {
-            f.sync_all().map_err(io)?;
-        }
+        f.sync_all().map_err(io)?;
         Ok((self.path, self.records, self.bytes))
     }
 }
@@ -284,13 +284,7 @@ impl Out {
 /// Compacts every segment numbered up to `upto` (closed: the writer has rolled past it) into
 /// one compacted segment named `upto`, dropping events older than `retention` as of `now`,
 /// and every record of erased users and deleted feedback from before their erasure.
-pub fn compact(
-    dir: &Path,
-    upto: u32,
-    now: Millis,
-    retention: &Retention,
-    fsync: bool,
-) -> Result<CompactStats> {
+pub fn compact(dir: &Path, upto: u32, now: Millis, retention: &Retention) -> Result<CompactStats> {
     let segments: Vec<u32> = live_segments(dir)?
         .0
         .into_iter()
@@ -356,7 +350,7 @@ pub fn compact(
             return Err(e);
         }
     };
-    let (tmp, records_out, bytes_out) = match out.finish(fsync) {
+    let (tmp, records_out, bytes_out) = match out.finish() {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(dir.join(TMP));

@@ -151,7 +151,7 @@ fn compaction_keeps_the_latest_state_and_live_events_and_drops_erased_and_expire
         max_age_ms: Some(30 * DAY),
         max_bytes: None,
     };
-    let stats = compact(tmp.path(), cut.closed, NOW, &retention, false).expect("compact");
+    let stats = compact(tmp.path(), cut.closed, NOW, &retention).expect("compact");
     assert_eq!(stats.segments, 2);
     assert_eq!(stats.covers, records.len() as u64);
     assert_eq!(stats.erased_users, 1);
@@ -235,7 +235,7 @@ fn a_size_budget_drops_the_oldest_events_first() {
         max_age_ms: None,
         max_bytes: Some(whole / 4),
     };
-    let stats = compact(tmp.path(), cut.closed, NOW, &retention, false).expect("compact");
+    let stats = compact(tmp.path(), cut.closed, NOW, &retention).expect("compact");
     assert!(stats.events_out > 10 && stats.events_out < 30, "{stats:?}");
     let users: Vec<String> = events_of(&EventLog::read_all(tmp.path()).expect("read"))
         .into_iter()
@@ -265,7 +265,7 @@ fn a_compaction_cut_short_at_any_step_opens_to_the_same_records() {
 
     // Cut short after the rename, before the older segments went: they are leftovers.
     let first = std::fs::read(tmp.path().join("00000001.seg")).expect("first");
-    compact(tmp.path(), cut.closed, NOW, &Retention::default(), false).expect("compact");
+    compact(tmp.path(), cut.closed, NOW, &Retention::default()).expect("compact");
     let compacted = EventLog::read_all(tmp.path()).expect("read");
     std::fs::write(tmp.path().join("00000001.seg"), first).expect("leftover");
     assert_eq!(EventLog::read_all(tmp.path()).expect("read"), compacted);
@@ -283,6 +283,6 @@ fn a_compaction_cut_short_at_any_step_opens_to_the_same_records() {
     let (mut log, _) = EventLog::open(opts(tmp.path()), &mut |_| {}).expect("reopen");
     let cut2 = log.roll_now().expect("roll");
     drop(log);
-    compact(tmp.path(), cut2.closed, NOW, &Retention::default(), false).expect("again");
+    compact(tmp.path(), cut2.closed, NOW, &Retention::default()).expect("again");
     assert_eq!(EventLog::read_all(tmp.path()).expect("read"), compacted);
 }

@@ -46,7 +46,8 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
                 }
                 out
             }),
-        proptest::collection::vec(any::<u8>(), 0..512),
+        // Never empty: every record starts with its kind byte (a zero length is a torn tail).
+        proptest::collection::vec(any::<u8>(), 1..512),
         (0u8..16, proptest::collection::vec(any::<u8>(), 0..256)).prop_map(|(k, mut b)| {
             b.insert(0, k);
             b

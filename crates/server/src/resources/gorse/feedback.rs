@@ -76,11 +76,12 @@ pub(super) fn to_events(
             .ok_or_else(|| unknown_type(&at("FeedbackType"), &f.feedbacktype))?;
         check_id(&at("UserId"), &f.userid).map_err(ApiError::from)?;
         check_id(&at("ItemId"), &f.itemid).map_err(ApiError::from)?;
-        if !f.value.is_finite() {
+        // The bound of v1's `value`, so no value overflows the weights.
+        if !f.value.is_finite() || f.value.abs() > 1e9 {
             return Err(ApiError::bad_request(
                 "invalid_value",
                 at("Value"),
-                "must be a finite number",
+                "must be a finite number within ±1e9",
             ));
         }
         let ts = match f.timestamp.as_deref() {
