@@ -287,7 +287,8 @@ async fn two_replicas_share_features_and_lose_no_acknowledged_event() {
     assert!(store_ok(&r.degraded), "{:?}", r.degraded);
 
     // 4. The first user erased through B: every Redis key of theirs goes (the feature
-    // updater applies the erasure from the bus), B forgets them, others are still served.
+    // updater applies the erasure from the bus) but the tombstone, which holds no data and
+    // expires; B forgets them, others are still served.
     let erase = client
         .delete(format!("{}/v1/users/{user}", b.base))
         .send()
@@ -295,10 +296,11 @@ async fn two_replicas_share_features_and_lose_no_acknowledged_event() {
         .expect("erase");
     assert_eq!(erase.status().as_u16(), 200);
     let pattern = format!("{prefix}:{{u:{user}}}:*");
+    let tomb = format!("{prefix}:{{u:{user}}}:e");
     let gone = until(Duration::from_secs(5), || {
         let (client, base, user) = (client.clone(), b.base.clone(), user.clone());
         let mut con = con.clone();
-        let pattern = pattern.clone();
+        let (pattern, tomb) = (pattern.clone(), tomb.clone());
         async move {
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(&pattern)
@@ -311,7 +313,7 @@ async fn two_replicas_share_features_and_lose_no_acknowledged_event() {
                 .await
                 .map(|r| r.status().as_u16())
                 .unwrap_or(0);
-            keys.is_empty() && status == 404
+            keys.iter().all(|k| *k == tomb) && status == 404
         }
     })
     .await;

@@ -33,8 +33,9 @@ pub trait FeatureStore: Send + Sync + std::fmt::Debug {
     /// Applies one committed batch of events; `seq` is its position in the bus or log.
     async fn apply(&self, seq: u64, events: &[Event]) -> Result<(), StoreError>;
     /// Applies an erasure or a feedback deletion ([`Mutation::EraseUser`],
-    /// [`Mutation::DeleteFeedback`]) at once; any other mutation is not the store's.
-    async fn forget(&self, m: &Mutation) -> Result<(), StoreError>;
+    /// [`Mutation::DeleteFeedback`]) at once; any other mutation is not the store's. `seq` is
+    /// its position in the bus or log: a batch from before it must not undo it.
+    async fn forget(&self, seq: u64, m: &Mutation) -> Result<(), StoreError>;
 }
 
 /// The in-process store: the [`State`] itself. Requests normally read it under the state's
@@ -59,7 +60,7 @@ impl FeatureStore for EmbeddedStore {
         Ok(())
     }
 
-    async fn forget(&self, m: &Mutation) -> Result<(), StoreError> {
+    async fn forget(&self, _seq: u64, m: &Mutation) -> Result<(), StoreError> {
         if matches!(
             m,
             Mutation::EraseUser { .. } | Mutation::DeleteFeedback { .. }

@@ -554,7 +554,11 @@ impl cascade_features::FeatureStore for Remote {
     async fn apply(&self, _: u64, _: &[Event]) -> Result<(), cascade_features::StoreError> {
         Ok(())
     }
-    async fn forget(&self, _: &cascade_core::Mutation) -> Result<(), cascade_features::StoreError> {
+    async fn forget(
+        &self,
+        _: u64,
+        _: &cascade_core::Mutation,
+    ) -> Result<(), cascade_features::StoreError> {
         Ok(())
     }
 }

@@ -403,6 +403,21 @@ impl Engine {
         Ok(seq)
     }
 
+    /// [`Engine::commit`] of several mutations as one unit (see [`Sink::commit_all`]).
+    pub async fn commit_all(&self, ms: Vec<Mutation>) -> Result<u64, RuntimeError> {
+        if ms.is_empty() {
+            return Ok(0);
+        }
+        let seq = self.sink.commit_all(ms).await?;
+        if let Some(links) = self.bus.get() {
+            links
+                .replication
+                .wait_for(seq, Duration::from_secs(1))
+                .await;
+        }
+        Ok(seq)
+    }
+
     /// Runs the surface's pipeline.
     pub async fn recommend(
         &self,

@@ -32,11 +32,15 @@ impl cascade_features::FeatureStore for FaultInjected {
         self.store.apply(seq, events).await
     }
 
-    async fn forget(&self, m: &cascade_core::Mutation) -> Result<(), cascade_features::StoreError> {
+    async fn forget(
+        &self,
+        seq: u64,
+        m: &cascade_core::Mutation,
+    ) -> Result<(), cascade_features::StoreError> {
         self.faults
             .before_async(Dependency::Features)
             .await
             .map_err(|e| cascade_features::StoreError::Unavailable(e.to_string()))?;
-        cascade_features::FeatureStore::forget(&*self.store, m).await
+        cascade_features::FeatureStore::forget(&*self.store, seq, m).await
     }
 }

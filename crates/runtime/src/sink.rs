@@ -25,6 +25,19 @@ impl Sink {
         }
     }
 
+    /// Commits every mutation of `ms`, in order, as one unit on the log (one group commit:
+    /// all durable or none acknowledged); on the bus, published in order and acknowledged
+    /// once JetStream has stored them all. Returns the last one's position.
+    pub async fn commit_all(&self, ms: Vec<Mutation>) -> Result<u64, RuntimeError> {
+        match self {
+            Sink::Log(w) => Ok(w.submit_all(ms).await?),
+            Sink::Bus(b) => b
+                .publish_all(&ms)
+                .await
+                .map_err(|e| RuntimeError::Bus(e.to_string())),
+        }
+    }
+
     /// Queues `m` without waiting (side effects); `Err` rather than block when full.
     pub fn commit_nowait(&self, m: Mutation) -> Result<(), RuntimeError> {
         match self {

@@ -229,6 +229,32 @@ impl NatsBus {
         Ok(ack.sequence)
     }
 
+    /// Publishes `ms` in order without waiting between them, then waits for every
+    /// acknowledgement; returns the last one's sequence.
+    pub async fn publish_all(&self, ms: &[Mutation]) -> Result<u64> {
+        let timeout = Duration::from_millis(self.config.publish_timeout_ms);
+        let publish = async {
+            let mut acks = Vec::with_capacity(ms.len());
+            for m in ms {
+                let body = encode(m)?;
+                acks.push(
+                    self.js
+                        .publish(self.config.subject.clone(), body.into())
+                        .await
+                        .map_err(ScaleoutError::nats)?,
+                );
+            }
+            let mut last = 0;
+            for ack in acks {
+                last = ack.await.map_err(ScaleoutError::nats)?.sequence;
+            }
+            Ok::<u64, ScaleoutError>(last)
+        };
+        tokio::time::timeout(timeout, publish)
+            .await
+            .map_err(|_| ScaleoutError::Nats("publish not acknowledged in time".into()))?
+    }
+
     /// Queues `m` for publishing without waiting (impressions); `Err` when the queue is full.
     pub fn publish_nowait(&self, m: &Mutation) -> Result<()> {
         let body = encode(m)?;
@@ -366,7 +392,7 @@ impl NatsBus {
                 let result = match cascade_storage::decode_mutation(&msg.payload) {
                     Ok(Mutation::Events(events)) => store.apply(seq, &events).await,
                     Ok(m @ (Mutation::EraseUser { .. } | Mutation::DeleteFeedback { .. })) => {
-                        store.forget(&m).await
+                        store.forget(seq, &m).await
                     }
                     // Catalog mutations are replicated, not features.
                     Ok(_) => Ok(()),

@@ -11,6 +11,7 @@
 //! | `P:{u:ID}:x` / `:xc` | set | hidden items / hidden creators | `ttl_s` |
 //! | `P:{u:ID}:f` | set | followed creators | `ttl_s` |
 //! | `P:{u:ID}:i` | zset, score = second | impressions: `seq.k\|item` | `MAX_SHOWN`, `session_ttl_s` |
+//! | `P:{u:ID}:e` | zset, score = bus seq | tombstones: `*` (erased), `d<kind>\|item` (deleted) | `erasure_guard_s` |
 //!
 //! Every write is idempotent (members carry the bus sequence and the event's position in its
 //! batch; first-seen is a minimum; sets are sets), so a redelivered batch or two updaters
@@ -44,6 +45,10 @@ pub struct RedisConfig {
     pub seen_cap: usize,
     /// Connection and response timeout of each command (requests have their own budget).
     pub timeout_ms: u64,
+    /// How long an erasure's or a feedback deletion's tombstone (`:e`) is kept: the longest
+    /// a batch from before it may still be redelivered to an updater. It holds the user's id
+    /// in its name and a sequence number, nothing else.
+    pub erasure_guard_s: u64,
 }
 
 impl Default for RedisConfig {
@@ -56,6 +61,7 @@ impl Default for RedisConfig {
             ttl_s: 180 * 86_400,
             seen_cap: 10_000,
             timeout_ms: 1000,
+            erasure_guard_s: 3600,
         }
     }
 }
@@ -72,6 +78,12 @@ impl RedisConfig {
             return Err(ScaleoutError::Config(format!(
                 "storage.redis.prefix `{}` must be non-empty ASCII letters, digits, `_-.:`",
                 self.prefix
+            )));
+        }
+        if !(1..=86_400).contains(&self.erasure_guard_s) {
+            return Err(ScaleoutError::Config(format!(
+                "storage.redis.erasure_guard_s = {} must be within 1..=86400",
+                self.erasure_guard_s
             )));
         }
         if self.session_ttl_s == 0 || self.ttl_s == 0 || self.seen_cap == 0 {
@@ -136,6 +148,126 @@ fn secs(ms: i64) -> u32 {
     (ms.max(0) / 1000).min(i64::from(u32::MAX)) as u32
 }
 
+/// One write of an event: a member added to a capped, expiring zset or to an expiring set.
+enum Op {
+    Zset {
+        key: String,
+        member: String,
+        score: f64,
+        /// `ZADD LT`: keeps the smallest score (first-seen times).
+        lt: bool,
+        cap: isize,
+        ttl: u64,
+    },
+    Set {
+        key: String,
+        member: String,
+        ttl: u64,
+    },
+}
+
+impl Op {
+    fn set(key: String, member: String, ttl: u64) -> Self {
+        Op::Set { key, member, ttl }
+    }
+
+    fn write(&self, pipe: &mut redis::Pipeline) {
+        match self {
+            Op::Zset {
+                key,
+                member,
+                score,
+                lt,
+                cap,
+                ttl,
+            } => {
+                let add = pipe.cmd("ZADD").arg(key);
+                if *lt {
+                    add.arg("LT");
+                }
+                add.arg(*score).arg(member).ignore();
+                pipe.cmd("ZREMRANGEBYRANK")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-cap - 1)
+                    .ignore();
+                pipe.cmd("EXPIRE").arg(key).arg(*ttl).ignore();
+            }
+            Op::Set { key, member, ttl } => {
+                pipe.cmd("SADD").arg(key).arg(member).ignore();
+                pipe.cmd("EXPIRE").arg(key).arg(*ttl).ignore();
+            }
+        }
+    }
+
+    /// The seen set's entry (the only zset kept at its smallest score).
+    fn is_seen(&self) -> bool {
+        matches!(self, Op::Zset { lt: true, .. })
+    }
+
+    fn undo(&self, pipe: &mut redis::Pipeline) {
+        match self {
+            Op::Zset { key, member, .. } => pipe.cmd("ZREM").arg(key).arg(member).ignore(),
+            Op::Set { key, member, .. } => pipe.cmd("SREM").arg(key).arg(member).ignore(),
+        };
+    }
+}
+
+/// A user's tombstones newer than one batch: an erasure (`*`) and deleted feedback
+/// (`d<kind code or *>|<item>`), each scored by the bus sequence that made it.
+#[derive(Default)]
+struct Tombstones {
+    erased: bool,
+    /// (item, kind code or `None` for every kind).
+    deleted: Vec<(String, Option<u8>)>,
+}
+
+impl Tombstones {
+    fn parse(rows: &[(String, f64)], seq: u64) -> Self {
+        let mut t = Self::default();
+        for (member, at) in rows {
+            if *at <= seq as f64 {
+                continue;
+            }
+            if member == "*" {
+                t.erased = true;
+            } else if let Some((code, item)) =
+                member.strip_prefix('d').and_then(|r| r.split_once('|'))
+            {
+                t.deleted.push((item.to_string(), code.parse().ok()));
+            }
+        }
+        t
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.erased && self.deleted.is_empty()
+    }
+
+    /// Whether event `e` (of this user, from before the tombstones) must not stay written:
+    /// `Some(all)`, where `all` is false when only a deletion of its kind covers it (which,
+    /// as in the embedded state, leaves the item's seen time).
+    fn covers(&self, e: &Event) -> Option<bool> {
+        if self.erased {
+            return Some(true);
+        }
+        let Target::Item(item) = &e.target else {
+            return None;
+        };
+        let mut found = None;
+        for (i, k) in &self.deleted {
+            if i == item {
+                match k {
+                    None => return Some(true),
+                    Some(k) if *k == kind_code(e.kind) => found = Some(false),
+                    Some(_) => {}
+                }
+            }
+        }
+        found
+    }
+}
+
 impl RedisStore {
     /// Connects (standalone or cluster) and checks the server answers.
     pub async fn connect(config: RedisConfig, state: Arc<State>) -> Result<Self> {
@@ -179,11 +311,73 @@ impl RedisStore {
         format!("{}:{{u:{user}}}:{part}", self.config.prefix)
     }
 
+    /// What event `k` of batch `seq` writes (history, seen, impressions, hides, follows), as
+    /// operations that can be rendered as writes or, for a batch an erasure overtook, as
+    /// removals of exactly what it wrote.
+    fn ops(&self, seq: u64, k: usize, e: &Event, creator: Option<&str>, out: &mut Vec<Op>) {
+        let u = &e.user_id;
+        match &e.target {
+            Target::Creator(c) => {
+                let part = match e.kind {
+                    EventKind::Follow => "f",
+                    EventKind::Hide => "xc",
+                    _ => return,
+                };
+                out.push(Op::set(self.key(u, part), c.clone(), self.config.ttl_s));
+            }
+            Target::Item(item) => {
+                let ts_s = f64::from(secs(e.ts));
+                if e.kind == EventKind::Impression {
+                    out.push(Op::Zset {
+                        key: self.key(u, "i"),
+                        member: format!("{seq}.{k}|{item}"),
+                        score: ts_s,
+                        lt: false,
+                        cap: MAX_SHOWN as isize,
+                        ttl: self.config.session_ttl_s,
+                    });
+                    return;
+                }
+                if e.kind == EventKind::Hide {
+                    out.push(Op::set(self.key(u, "x"), item.clone(), self.config.ttl_s));
+                    if let Some(c) = creator {
+                        out.push(Op::set(self.key(u, "xc"), c.into(), self.config.ttl_s));
+                    }
+                }
+                if !e.kind.is_interaction() {
+                    return;
+                }
+                let w = self.weights.weight(e.kind, e.value, e.fraction);
+                out.push(Op::Zset {
+                    key: self.key(u, "h"),
+                    member: format!("{seq}.{k}|{}|{w}|{item}", kind_code(e.kind)),
+                    score: e.ts as f64,
+                    lt: false,
+                    cap: self.history_cap.max(1) as isize,
+                    ttl: self.config.session_ttl_s,
+                });
+                out.push(Op::Zset {
+                    key: self.key(u, "s"),
+                    member: item.clone(),
+                    score: ts_s,
+                    lt: true,
+                    cap: self.config.seen_cap as isize,
+                    ttl: self.config.ttl_s,
+                });
+            }
+        }
+    }
+
     /// Writes one batch: one pipeline, one round trip, whatever the number of users.
+    ///
+    /// An erasure or a feedback deletion applied by another updater must not be undone by a
+    /// batch from before it that arrives later (a redelivery): each one leaves a tombstone
+    /// (`:e`, its bus sequence per erased user or deleted item), read at the end of the same
+    /// pipeline. A batch older than a tombstone it finds removes what it just wrote, in a
+    /// second round trip. That closes the race without Lua or WATCH: the tombstone is set
+    /// before the erasure's deletes, so either those deletes run after this batch's writes,
+    /// or this batch's read sees the tombstone.
     pub async fn write(&self, seq: u64, events: &[Event]) -> Result<()> {
-        let cap = self.history_cap.max(1) as isize;
-        let seen_cap = self.config.seen_cap as isize;
-        let (sttl, ttl) = (self.config.session_ttl_s, self.config.ttl_s);
         // Creators of hidden items, from this replica's catalog (copied: no lock across await).
         let creators: Vec<Option<String>> = {
             let g = self.state.read();
@@ -203,101 +397,111 @@ impl RedisStore {
         // One pipeline, one round trip; on a cluster one per user (each user's keys share a
         // slot, and a cluster pipeline may not cross slots), sent concurrently.
         let cluster = matches!(self.conn, Conn::Cluster(_));
-        let mut pipes: std::collections::HashMap<&str, redis::Pipeline> = Default::default();
+        let mut pipes: std::collections::HashMap<&str, (redis::Pipeline, Vec<&str>)> =
+            Default::default();
+        let mut ops = Vec::new();
         for (k, (e, creator)) in events.iter().zip(&creators).enumerate() {
-            let u = &e.user_id;
-            let pipe = pipes
-                .entry(if cluster { u.as_str() } else { "" })
-                .or_insert_with(redis::pipe);
-            match &e.target {
-                Target::Creator(c) => {
-                    let part = match e.kind {
-                        EventKind::Follow => "f",
-                        EventKind::Hide => "xc",
-                        _ => continue,
-                    };
-                    let key = self.key(u, part);
-                    pipe.cmd("SADD").arg(&key).arg(c).ignore();
-                    pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+            let u = e.user_id.as_str();
+            let (pipe, users) = pipes
+                .entry(if cluster { u } else { "" })
+                .or_insert_with(|| (redis::pipe(), Vec::new()));
+            ops.clear();
+            self.ops(seq, k, e, creator.as_deref(), &mut ops);
+            for op in &ops {
+                op.write(pipe);
+            }
+            if !users.contains(&u) {
+                users.push(u);
+            }
+        }
+        for (pipe, users) in pipes.values_mut() {
+            for u in users.iter() {
+                pipe.cmd("ZRANGE")
+                    .arg(self.key(u, "e"))
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES");
+            }
+        }
+        let tombs = futures::future::try_join_all(
+            pipes
+                .values()
+                .map(|(p, _)| self.conn.run::<Vec<Vec<(String, f64)>>>(p)),
+        )
+        .await?;
+        // Users with a tombstone newer than this batch, and what it covers.
+        let mut undo = redis::pipe();
+        let mut any = false;
+        for ((_, users), tombs) in pipes.values().zip(&tombs) {
+            for (u, tomb) in users.iter().zip(tombs) {
+                let tomb = Tombstones::parse(tomb, seq);
+                if tomb.is_empty() {
+                    continue;
                 }
-                Target::Item(item) => {
-                    let ts_s = secs(e.ts);
-                    if e.kind == EventKind::Impression {
-                        let key = self.key(u, "i");
-                        pipe.cmd("ZADD")
-                            .arg(&key)
-                            .arg(ts_s)
-                            .arg(format!("{seq}.{k}|{item}"))
-                            .ignore();
-                        pipe.cmd("ZREMRANGEBYRANK")
-                            .arg(&key)
-                            .arg(0)
-                            .arg(-(MAX_SHOWN as isize) - 1)
-                            .ignore();
-                        pipe.cmd("EXPIRE").arg(&key).arg(sttl).ignore();
+                for (k, (e, creator)) in events.iter().zip(&creators).enumerate() {
+                    if e.user_id != *u {
                         continue;
                     }
-                    if e.kind == EventKind::Hide {
-                        let key = self.key(u, "x");
-                        pipe.cmd("SADD").arg(&key).arg(item).ignore();
-                        pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
-                        if let Some(c) = creator {
-                            let key = self.key(u, "xc");
-                            pipe.cmd("SADD").arg(&key).arg(c).ignore();
-                            pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
-                        }
-                    }
-                    if !e.kind.is_interaction() {
+                    let Some(all) = tomb.covers(e) else {
                         continue;
+                    };
+                    ops.clear();
+                    self.ops(seq, k, e, creator.as_deref(), &mut ops);
+                    for op in ops.iter().filter(|op| all || !op.is_seen()) {
+                        op.undo(&mut undo);
+                        any = true;
                     }
-                    let w = self.weights.weight(e.kind, e.value, e.fraction);
-                    let key = self.key(u, "h");
-                    pipe.cmd("ZADD")
-                        .arg(&key)
-                        .arg(e.ts)
-                        .arg(format!("{seq}.{k}|{}|{w}|{item}", kind_code(e.kind)))
-                        .ignore();
-                    pipe.cmd("ZREMRANGEBYRANK")
-                        .arg(&key)
-                        .arg(0)
-                        .arg(-cap - 1)
-                        .ignore();
-                    pipe.cmd("EXPIRE").arg(&key).arg(sttl).ignore();
-                    let key = self.key(u, "s");
-                    pipe.cmd("ZADD")
-                        .arg(&key)
-                        .arg("LT")
-                        .arg(ts_s)
-                        .arg(item)
-                        .ignore();
-                    pipe.cmd("ZREMRANGEBYRANK")
-                        .arg(&key)
-                        .arg(0)
-                        .arg(-seen_cap - 1)
-                        .ignore();
-                    pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+                }
+                if cluster && any {
+                    self.conn.run::<()>(&undo).await?;
+                    undo = redis::pipe();
+                    any = false;
                 }
             }
         }
-        futures::future::try_join_all(pipes.values().map(|p| self.conn.run::<()>(p))).await?;
+        if any {
+            self.conn.run::<()>(&undo).await?;
+        }
         Ok(())
     }
 
-    /// Deletes every key of a user (an erasure), or their feedback on one item: its history
-    /// and impression entries, its seen time and its hide; with a `kind`, only that kind's
-    /// history entries (and impressions or the hide, for those kinds), as the embedded state.
+    /// Deletes every key of a user (an erasure at bus sequence `seq`), or their feedback on
+    /// one item: its history and impression entries, its seen time and its hide; with a
+    /// `kind`, only that kind's history entries (and impressions or the hide, for those
+    /// kinds), as the embedded state. Either leaves a tombstone first (see [`Self::write`]),
+    /// which expires after `erasure_guard_s` and holds nothing but the sequence.
     pub async fn forget(
         &self,
+        seq: u64,
         user_id: &str,
         item_id: Option<(&str, Option<EventKind>)>,
     ) -> Result<()> {
-        let Some((item, kind)) = item_id else {
-            let mut pipe = redis::pipe();
-            for part in ["h", "s", "x", "xc", "f", "i"] {
-                pipe.cmd("DEL").arg(self.key(user_id, part)).ignore();
-            }
-            return self.conn.run::<()>(&pipe).await;
+        let tomb = self.key(user_id, "e");
+        let member = match item_id {
+            None => "*".to_string(),
+            Some((item, kind)) => format!(
+                "d{}|{item}",
+                kind.map_or("*".to_string(), |k| kind_code(k).to_string())
+            ),
         };
+        let mut mark = redis::pipe();
+        mark.cmd("ZADD")
+            .arg(&tomb)
+            .arg("GT")
+            .arg(seq)
+            .arg(member)
+            .ignore();
+        mark.cmd("EXPIRE")
+            .arg(&tomb)
+            .arg(self.config.erasure_guard_s)
+            .ignore();
+        let Some((item, kind)) = item_id else {
+            for part in ["h", "s", "x", "xc", "f", "i"] {
+                mark.cmd("DEL").arg(self.key(user_id, part)).ignore();
+            }
+            return self.conn.run::<()>(&mark).await;
+        };
+        self.conn.run::<()>(&mark).await?;
         let (h, i) = (self.key(user_id, "h"), self.key(user_id, "i"));
         let mut read = redis::pipe();
         read.cmd("ZRANGE").arg(&h).arg(0).arg(-1);
@@ -511,14 +715,14 @@ impl FeatureStore for RedisStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
-    async fn forget(&self, m: &Mutation) -> std::result::Result<(), StoreError> {
+    async fn forget(&self, seq: u64, m: &Mutation) -> std::result::Result<(), StoreError> {
         let r = match m {
-            Mutation::EraseUser { id } => RedisStore::forget(self, id, None).await,
+            Mutation::EraseUser { id } => RedisStore::forget(self, seq, id, None).await,
             Mutation::DeleteFeedback {
                 user_id,
                 item_id,
                 kind,
-            } => RedisStore::forget(self, user_id, Some((item_id, *kind))).await,
+            } => RedisStore::forget(self, seq, user_id, Some((item_id, *kind))).await,
             _ => Ok(()),
         };
         r.map_err(|e| StoreError::Unavailable(e.to_string()))

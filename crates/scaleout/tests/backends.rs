@@ -187,7 +187,7 @@ async fn erasure_and_feedback_deletion_in_redis_answer_what_the_embedded_store_a
         )
     };
     for s in [&store as &dyn FeatureStore, &embedded] {
-        for m in [
+        for (seq, m) in [
             // One kind of one item, then every kind of another, then a whole user.
             Mutation::DeleteFeedback {
                 user_id: "u1".into(),
@@ -200,8 +200,11 @@ async fn erasure_and_feedback_deletion_in_redis_answer_what_the_embedded_store_a
                 kind: None,
             },
             Mutation::EraseUser { id: "u2".into() },
-        ] {
-            s.forget(&m).await.expect("forget");
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s.forget(1000 + seq as u64, &m).await.expect("forget");
         }
     }
     let want = embedded.user("u1").await.expect("embedded").expect("u1");
@@ -211,7 +214,15 @@ async fn erasure_and_feedback_deletion_in_redis_answer_what_the_embedded_store_a
     assert_eq!(store_fields(&got), store_fields(&want));
     assert!(embedded.user("u2").await.expect("embedded").is_none());
     assert!(store.user("u2").await.expect("redis").is_none());
-    // No key of the erased user is left.
+    // Every batch from before the erasure and the deletions delivered again (an updater that
+    // failed and was redelivered after another applied them): none of it comes back.
+    for (seq, batch) in events(400).chunks(25).enumerate() {
+        store.apply(seq as u64 + 1, batch).await.expect("redeliver");
+    }
+    assert!(store.user("u2").await.expect("redis").is_none());
+    let again = store.user("u1").await.expect("redis").expect("u1");
+    assert_eq!(store_fields(&again), store_fields(&want));
+    // No data key of the erased user is left; the tombstone expires within the guard.
     let client = redis::Client::open(redis_url().expect("url")).expect("client");
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -222,7 +233,27 @@ async fn erasure_and_feedback_deletion_in_redis_answer_what_the_embedded_store_a
         .query_async(&mut conn)
         .await
         .expect("keys");
-    assert!(left.is_empty(), "{left:?}");
+    let tomb = format!("{}:{{u:u2}}:e", store.prefix());
+    assert_eq!(left, vec![tomb.clone()]);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&tomb)
+        .query_async(&mut conn)
+        .await
+        .expect("ttl");
+    let guard = cascade_scaleout::RedisConfig::default().erasure_guard_s as i64;
+    assert!(ttl > 0 && ttl <= guard, "{ttl}");
+    // Events after the erasure are a new user's, and are kept.
+    let after: Vec<_> = events(400)
+        .into_iter()
+        .filter(|e| e.user_id == "u2")
+        .take(3)
+        .collect();
+    store.apply(5000, &after).await.expect("after");
+    assert!(store.user("u2").await.expect("redis").is_some());
+    FeatureStore::forget(&store, 5001, &Mutation::EraseUser { id: "u2".into() })
+        .await
+        .expect("erase again");
+    assert!(store.user("u2").await.expect("redis").is_none());
     let others: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:{{u:u0}}:*", store.prefix()))
         .query_async(&mut conn)
@@ -387,8 +418,8 @@ impl FeatureStore for Counting {
         self.1.fetch_add(e.len(), Ordering::SeqCst);
         self.0.apply(seq, e).await
     }
-    async fn forget(&self, m: &Mutation) -> Result<(), StoreError> {
-        self.0.forget(m).await
+    async fn forget(&self, seq: u64, m: &Mutation) -> Result<(), StoreError> {
+        self.0.forget(seq, m).await
     }
 }
 

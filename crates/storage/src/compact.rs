@@ -116,8 +116,9 @@ struct Fold {
     erased: HashMap<String, u64>,
     /// (user, item, one kind or all) → sequence number of the last deletion of that feedback.
     deleted: HashMap<(String, String, Option<EventKind>), u64>,
-    /// (sequence number, bytes) of each events record, oldest first.
-    event_records: Vec<(u64, u64)>,
+    /// (ordinal among all records read, bytes, events) of each events record, oldest first.
+    /// Not the sequence number: every record of an earlier compacted segment shares one.
+    event_records: Vec<(u64, u64, u64)>,
     records: u64,
     bytes: u64,
     events: u64,
@@ -125,6 +126,7 @@ struct Fold {
 
 impl Fold {
     fn apply(&mut self, seq: u64, m: Mutation, bytes: u64) {
+        let ord = self.records;
         self.records += 1;
         self.bytes += bytes;
         match m {
@@ -159,7 +161,7 @@ impl Fold {
             }
             Mutation::Events(evs) => {
                 self.events += evs.len() as u64;
-                self.event_records.push((seq, bytes));
+                self.event_records.push((ord, bytes, evs.len() as u64));
                 // Items are listed in the order first seen, events included: keep it.
                 for e in evs {
                     if let Target::Item(id) = e.target
@@ -185,23 +187,34 @@ impl Fold {
         }
     }
 
-    /// The sequence number below which events are past the size budget.
-    fn size_cut(&self, max_bytes: Option<u64>) -> u64 {
+    /// Where the size budget cuts: events of records before the ordinal are dropped, and the
+    /// first so many events of the record at it (a compacted segment's records hold thousands
+    /// of events, so the cut goes inside one, at its mean bytes per event).
+    fn size_cut(&self, max_bytes: Option<u64>) -> SizeCut {
         let Some(max) = max_bytes else {
-            return 0;
+            return SizeCut::default();
         };
         let mut kept = 0u64;
-        for &(seq, bytes) in self.event_records.iter().rev() {
-            kept += bytes;
-            if kept > max {
-                return seq + 1;
+        for &(ord, bytes, n) in self.event_records.iter().rev() {
+            if kept + bytes > max {
+                let room = max - kept;
+                let fit = n * room / bytes.max(1);
+                return SizeCut { ord, skip: n - fit };
             }
+            kept += bytes;
         }
-        0
+        SizeCut::default()
     }
 
-    /// Whether event `e` of record `seq` survives.
-    fn keeps(&self, seq: u64, e: &Event, min_ts: Millis, min_seq: u64) -> bool {
+    /// Whether event `e`, the `k`-th of record `seq` (the `ord`-th read), survives.
+    fn keeps(
+        &self,
+        seq: u64,
+        (ord, k): (u64, u64),
+        e: &Event,
+        min_ts: Millis,
+        cut: SizeCut,
+    ) -> bool {
         if self.erased.get(&e.user_id).is_some_and(|&at| at > seq) {
             return false;
         }
@@ -221,8 +234,15 @@ impl Fold {
         if matches!(e.kind, EventKind::Follow | EventKind::Hide) {
             return true;
         }
-        e.ts >= min_ts && seq >= min_seq
+        e.ts >= min_ts && (ord > cut.ord || (ord == cut.ord && k >= cut.skip))
     }
+}
+
+/// Where a size budget cuts the events (see [`Fold::size_cut`]); the default keeps them all.
+#[derive(Debug, Clone, Copy, Default)]
+struct SizeCut {
+    ord: u64,
+    skip: u64,
 }
 
 /// The compacted segment being written.
@@ -302,7 +322,7 @@ pub fn compact(dir: &Path, upto: u32, now: Millis, retention: &Retention) -> Res
     let min_ts = retention
         .max_age_ms
         .map_or(Millis::MIN, |age| now.saturating_sub(age));
-    let min_seq = fold.size_cut(retention.max_bytes);
+    let cut = fold.size_cut(retention.max_bytes);
 
     let mut out = Out::create(dir, covers)?;
     let result = (|| -> Result<u64> {
@@ -319,14 +339,17 @@ pub fn compact(dir: &Path, upto: u32, now: Millis, retention: &Retention) -> Res
         }
         let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
         let mut kept = 0u64;
+        let mut ord = 0u64;
         for_each_record(dir, &segments, &mut |seq, payload| {
+            ord += 1;
+            let ord = ord - 1;
             if payload.first().is_some_and(|&k| codec::is_events(k)) {
                 let Mutation::Events(evs) = codec::decode(payload).map_err(|r| corrupt(dir, r))?
                 else {
                     return Ok(());
                 };
-                for e in evs {
-                    if fold.keeps(seq, &e, min_ts, min_seq) {
+                for (k, e) in evs.into_iter().enumerate() {
+                    if fold.keeps(seq, (ord, k as u64), &e, min_ts, cut) {
                         batch.push(e);
                         if batch.len() >= BATCH {
                             kept += batch.len() as u64;

@@ -19,6 +19,12 @@ enum Msg {
         m: Mutation,
         ack: Option<oneshot::Sender<Result<u64>>>,
     },
+    /// Several mutations committed in one group: written together, synced once, applied in
+    /// order, acknowledged (with the last one's sequence number) or refused together.
+    WriteAll {
+        ms: Vec<Mutation>,
+        ack: oneshot::Sender<Result<u64>>,
+    },
     Close(oneshot::Sender<()>),
     Roll(oneshot::Sender<Result<Rolled>>),
 }
@@ -57,6 +63,17 @@ impl LogWriter {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Msg::Write { m, ack: Some(ack) })
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        done.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Appends every mutation of `ms` in one group commit (none is applied unless all are
+    /// durable), waits, and returns the last one's sequence number.
+    pub async fn submit_all(&self, ms: Vec<Mutation>) -> Result<u64> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Msg::WriteAll { ms, ack })
             .await
             .map_err(|_| StorageError::Closed)?;
         done.await.map_err(|_| StorageError::Closed)?
@@ -127,6 +144,14 @@ fn run(
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Write { m, ack } => group.push((m, ack)),
+                Msg::WriteAll { ms, ack } => {
+                    // Never split: the group may exceed MAX_GROUP by this one submission.
+                    let last = ms.len().saturating_sub(1);
+                    let mut ack = Some(ack);
+                    for (k, m) in ms.into_iter().enumerate() {
+                        group.push((m, if k == last { ack.take() } else { None }));
+                    }
+                }
                 Msg::Close(done) => {
                     close = Some(done);
                     break;
@@ -315,5 +340,43 @@ mod tests {
         assert!(matches!(w.submit(ev(0)).await, Err(StorageError::Closed)));
         let all = EventLog::read_all(tmp.path()).expect("read");
         assert_eq!(all.len(), 200);
+    }
+
+    /// A submission of several mutations lands contiguously among concurrent ones, in its
+    /// order, applied before the one acknowledgement (the last one's sequence number).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_submission_of_several_lands_contiguously_and_in_order() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (log, _) = EventLog::open(LogOptions::new(tmp.path()), &mut |_| {}).expect("open");
+        let applied = Arc::new(AtomicU64::new(0));
+        let a = applied.clone();
+        let w = Arc::new(
+            LogWriter::spawn(
+                log,
+                Box::new(move |_, _| {
+                    a.fetch_add(1, Ordering::SeqCst);
+                }),
+                8,
+            )
+            .expect("spawn"),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let w = w.clone();
+            tasks.push(tokio::spawn(async move { w.submit(ev(i)).await }));
+        }
+        let many: Vec<Mutation> = (1000..1005).map(ev).collect();
+        let seq = w.submit_all(many.clone()).await.expect("submit_all");
+        assert!(
+            applied.load(Ordering::SeqCst) > seq,
+            "applied before the ack"
+        );
+        for t in tasks {
+            t.await.expect("join").expect("submit");
+        }
+        w.close().await;
+        let all = EventLog::read_all(tmp.path()).expect("read");
+        let at = seq as usize - 4;
+        assert_eq!(&all[at..=seq as usize], &many[..]);
     }
 }

@@ -249,6 +249,54 @@ fn a_size_budget_drops_the_oldest_events_first() {
     assert!(!users.contains(&"u0".to_string()), "the oldest go");
 }
 
+/// A budget cuts inside an earlier compaction's output by position, not by sequence number
+/// (all its records share one), and inside its records (each holds many events).
+#[test]
+fn a_size_budget_over_a_compacted_segment_drops_its_oldest_events() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (mut log, _) = EventLog::open(opts(tmp.path()), &mut |_| {}).expect("open");
+    let click = |who: &str, i: i64| Mutation::Events(vec![ev(EventKind::Click, who, "a", NOW + i)]);
+    for i in 0..100 {
+        log.append(&click(&format!("u{i}"), i)).expect("append");
+    }
+    let first = log.roll_now().expect("roll");
+    compact(tmp.path(), first.closed, NOW, &Retention::default()).expect("compact");
+    let compacted = std::fs::metadata(tmp.path().join(format!("{:08}.seg", first.closed)))
+        .expect("meta")
+        .len();
+    for i in 0..100 {
+        log.append(&click(&format!("v{i}"), 100 + i))
+            .expect("append");
+    }
+    let second = log.roll_now().expect("roll");
+    let fresh = std::fs::metadata(tmp.path().join(format!("{:08}.seg", second.closed)))
+        .expect("meta")
+        .len();
+    drop(log);
+    // Room for every new event and about half of the compacted ones.
+    let retention = Retention {
+        max_age_ms: None,
+        max_bytes: Some(fresh + compacted / 2),
+    };
+    let stats = compact(tmp.path(), second.closed, NOW, &retention).expect("again");
+    let users: Vec<String> = events_of(&EventLog::read_all(tmp.path()).expect("read"))
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    let old = users.iter().filter(|u| u.starts_with('u')).count();
+    assert_eq!(
+        users.iter().filter(|u| u.starts_with('v')).count(),
+        100,
+        "{stats:?}"
+    );
+    assert!(
+        (25..=75).contains(&old),
+        "{old} of the compacted events kept: {stats:?}"
+    );
+    assert!(users.contains(&"u99".to_string()), "the newest stay");
+    assert!(!users.contains(&"u0".to_string()), "the oldest go");
+}
+
 #[test]
 fn a_compaction_cut_short_at_any_step_opens_to_the_same_records() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -144,7 +144,9 @@ pub struct Forgotten {
     /// The item whose feedback went (a feedback deletion).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub item_id: Option<String>,
-    /// `erased` or `deleted`.
+    /// `erased`; `deleted`; or `not_held` when the state held no feedback of the user on the
+    /// item (the deletion is still committed: any older record of it in the log goes at the
+    /// next compaction).
     pub status: String,
     /// Seconds within which the records go from the local log and its snapshots too (the
     /// next compaction); absent on the `nats` bus, whose stream keeps them by its own limits.
@@ -188,6 +190,9 @@ async fn erase_user(
 }
 
 /// Delete every feedback event of a user on one item (history, seen, impressions, its hide).
+/// `404` only for an unknown user: a known user's deletion is always committed, since the log
+/// may hold feedback on the item older than what the state keeps (`found` says whether the
+/// state held any).
 #[utoipa::path(delete, path = "/v1/users/{id}/events/{item_id}",
     params(("id" = String, Path), ("item_id" = String, Path)),
     responses((status = 200, body = Forgotten), (status = 401, body = ErrorBody),
@@ -200,22 +205,14 @@ async fn delete_feedback(
     let found = {
         let g = s.engine.env.state.read();
         match (g.users.get(&id), g.items.get(&item_id)) {
-            (Some(u), Some(i)) => g.user(u).map(|st| st.has_feedback_on(i)),
+            (Some(u), Some(i)) => Some(g.user(u).is_some_and(|st| st.has_feedback_on(i))),
             (Some(_), None) => Some(false),
             _ => None,
         }
     };
-    match found {
-        None => return Err(user_not_found(&id)),
-        Some(false) => {
-            return Err(ApiError::not_found(
-                "feedback_not_found",
-                "item_id",
-                format!("user `{id}` has no feedback on `{item_id}`"),
-            ));
-        }
-        Some(true) => {}
-    }
+    let Some(found) = found else {
+        return Err(user_not_found(&id));
+    };
     s.engine
         .commit(Mutation::DeleteFeedback {
             user_id: id.clone(),
@@ -226,7 +223,7 @@ async fn delete_feedback(
     Ok(Json(Forgotten {
         user_id: id,
         item_id: Some(item_id),
-        status: "deleted".into(),
+        status: if found { "deleted" } else { "not_held" }.into(),
         purged_within_s: purge_bound(&s),
     }))
 }

@@ -45,11 +45,15 @@ async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 async fn an_erased_user_leaves_every_api_at_once_and_every_file_by_the_next_compaction() {
     const GONE: &str = "erase-me-5b1c";
     const NICK: &str = "zz-private-nick-91";
+    const CAPPED: &str = "capped-7f";
     let tmp = tempfile::tempdir().expect("tmp");
     let tweak = |c: &mut cascade_server::Config| {
         c.storage.snapshot_interval_s = 1;
         c.storage.snapshot_min_records = 1;
         c.storage.compaction_interval_s = 1;
+        // Short histories: feedback the state no longer holds is still in the log.
+        c.features.history_cap = 4;
+        c.features.seen_cap = 4;
     };
     let s = TestServer::start(tmp.path(), tweak).await;
     seed_world(&s).await;
@@ -87,8 +91,34 @@ async fn an_erased_user_leaves_every_api_at_once_and_every_file_by_the_next_comp
     assert_eq!(body["status"], "deleted");
     let (st, body) = s.raw(Method::DELETE, &path, "").await;
     assert_eq!(
+        (st, body["status"].as_str()),
+        (200, Some("not_held")),
+        "{body}"
+    );
+    // Feedback older than the capped history is only in the log: its deletion is committed
+    // anyway, and the compaction purges it.
+    let old: Vec<_> = (0..6)
+        .map(|k| {
+            json!({"type": "like", "user_id": CAPPED, "item_id": format!("i{k}"),
+                   "timestamp": T0 + 7_000 + k})
+        })
+        .collect();
+    assert_eq!(s.post("/v1/events", json!({ "events": old })).await.0, 200);
+    let (st, body) = s
+        .raw(Method::DELETE, &format!("/v1/users/{CAPPED}/events/i0"), "")
+        .await;
+    assert_eq!(
+        (st, body["status"].as_str()),
+        (200, Some("not_held")),
+        "{body}"
+    );
+    let (st, body) = s
+        .raw(Method::DELETE, "/v1/users/nobody-3f/events/i0", "")
+        .await;
+    assert_eq!(
         (st, body["error"]["field"].as_str()),
-        (404, Some("item_id"))
+        (404, Some("id")),
+        "{body}"
     );
     let (_, after) = s.get("/v1/users/u1/events").await;
     let left: Vec<&str> = after["events"]
@@ -142,9 +172,24 @@ async fn an_erased_user_leaves_every_api_at_once_and_every_file_by_the_next_comp
     .await;
     assert!(tmp.path().join("log").read_dir().expect("log").count() >= 1);
     s.stop().await;
+    let pairs: Vec<(String, String)> = cascade_storage::EventLog::read_all(&tmp.path().join("log"))
+        .expect("log")
+        .into_iter()
+        .flat_map(|m| match m {
+            cascade_core::Mutation::Events(v) => v,
+            _ => Vec::new(),
+        })
+        .filter(|e| e.user_id == CAPPED)
+        .filter_map(|e| match e.target {
+            cascade_core::Target::Item(i) => Some((e.user_id, i)),
+            cascade_core::Target::Creator(_) => None,
+        })
+        .collect();
+    assert_eq!(pairs.len(), 5, "{pairs:?}");
+    assert!(!pairs.iter().any(|(_, i)| i == "i0"), "{pairs:?}");
 
     // A restart replays the compacted log: still gone, and u1 as they were left.
-    let s = TestServer::start(tmp.path(), |_| {}).await;
+    let s = TestServer::start(tmp.path(), tweak).await;
     assert_eq!(s.get(&format!("/v1/users/{GONE}")).await.0, 404);
     let (_, again) = s.get("/v1/users/u1/events").await;
     assert_eq!(again["events"], after["events"]);

@@ -115,23 +115,24 @@ async fn insert(s: &AppState, v: Value, overwrite: bool) -> Result<Json<super::S
     check_batch(s, "feedback", &list)?;
     let n = list.len();
     let events = to_events(s, list, now_millis())?;
+    if events.is_empty() {
+        return Ok(rows(n));
+    }
+    // An overwrite is its deletions and the new events in one commit: never the old feedback
+    // gone without the new.
+    let mut ms: Vec<Mutation> = Vec::new();
     if overwrite {
-        for e in &events {
-            let Target::Item(item) = &e.target else {
-                continue;
-            };
-            s.engine
-                .commit(Mutation::DeleteFeedback {
-                    user_id: e.user_id.clone(),
-                    item_id: item.clone(),
-                    kind: Some(e.kind),
-                })
-                .await?;
-        }
+        ms.extend(events.iter().filter_map(|e| match &e.target {
+            Target::Item(item) => Some(Mutation::DeleteFeedback {
+                user_id: e.user_id.clone(),
+                item_id: item.clone(),
+                kind: Some(e.kind),
+            }),
+            Target::Creator(_) => None,
+        }));
     }
-    if !events.is_empty() {
-        s.engine.commit(Mutation::Events(events)).await?;
-    }
+    ms.push(Mutation::Events(events));
+    s.engine.commit_all(ms).await?;
     Ok(rows(n))
 }
 
@@ -322,19 +323,19 @@ async fn delete_pair(
     State(s): State<AppState>,
     Path((user_id, item_id)): Path<(String, String)>,
 ) -> Result<Json<super::Success>, ApiError> {
-    let n = {
+    let (known, n) = {
         let g = s.engine.env.state.read();
-        g.users
-            .get(&user_id)
-            .map(|u| {
-                records_of(&g, &s.config.gorse, u, Millis::MAX)
-                    .iter()
-                    .filter(|r| r.item_id == item_id)
-                    .count()
-            })
-            .unwrap_or(0)
+        let n = g.users.get(&user_id).map(|u| {
+            records_of(&g, &s.config.gorse, u, Millis::MAX)
+                .iter()
+                .filter(|r| r.item_id == item_id)
+                .count()
+        });
+        (n.is_some(), n.unwrap_or(0))
     };
-    if n > 0 {
+    // Committed whatever the count: the state's history is capped, the log may still hold
+    // older feedback on the pair, which the deletion purges at the next compaction.
+    if known {
         s.engine
             .commit(Mutation::DeleteFeedback {
                 user_id,
