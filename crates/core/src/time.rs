@@ -41,6 +41,9 @@ pub fn format_rfc3339(ms: Millis) -> String {
         .unwrap_or_default()
 }
 
+/// The shape of an RFC 3339 timestamp (years from 1970; the parser checks the calendar).
+pub const RFC3339_PATTERN: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$";
+
 // Bounds keep arithmetic on timestamps far from overflow: years 1970..=9999.
 const MAX_SECONDS: f64 = 253_402_300_799.0;
 
@@ -93,11 +96,14 @@ impl utoipa::PartialSchema for TimeInput {
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                    .pattern(Some(RFC3339_PATTERN)),
             )
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::Number)
+                    .minimum(Some(0))
+                    .maximum(Some(MAX_SECONDS))
                     .description(Some("Unix seconds")),
             )
             .into()

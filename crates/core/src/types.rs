@@ -449,6 +449,7 @@ pub struct EditorialList {
     #[serde(default)]
     pub title: String,
     /// Item ids, best first.
+    #[schema(min_items = 1, max_items = 1000)]
     pub items: Vec<String>,
     /// Surfaces the list applies to; empty means every surface.
     #[serde(default)]
@@ -459,10 +460,12 @@ pub struct EditorialList {
     pub ends_at: Option<TimeInput>,
     /// Multiplies the list's retrieval scores (default 1).
     #[serde(default = "one")]
+    #[schema(exclusive_minimum = 0, maximum = 100)]
     pub boost: f32,
     /// Pins the list's first qualifying item (one that passes every filter, best first) to
     /// this 0-based position of the response, on surfaces whose policy has `pinned`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub pin: Option<u32>,
 }
 

@@ -8,6 +8,7 @@ pub mod error;
 mod extract;
 pub mod history;
 mod observe;
+mod openapi;
 mod paging;
 pub mod resources;
 pub mod router;

@@ -116,12 +116,22 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
         .gorse
         .enabled
         .then(|| crate::resources::gorse::routes(&state));
-    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let mut guarded = crate::openapi::paths_of(reads.get_openapi());
+    guarded.extend(crate::openapi::paths_of(writes.get_openapi()));
+    guarded.extend(crate::openapi::paths_of(admin.get_openapi()));
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(reads)
         .merge(writes)
         .merge(admin)
         .merge(health::routes())
         .split_for_parts();
+    let mut surfaces: Vec<String> = state.engine.pipelines.keys().cloned().collect();
+    surfaces.sort_unstable();
+    let known = crate::openapi::Known {
+        max_n: state.config.server.max_n,
+        surfaces,
+    };
+    crate::openapi::declare_layers(&mut api, &guarded, &known);
     let api = Arc::new(api);
     let router = match gorse_api {
         Some(g) => router.merge(g),

@@ -53,10 +53,15 @@ pub struct RecommendBody {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct RecommendParams {
+    /// Required (an `Option` only so that its absence is a 400 naming it).
+    #[param(required = true)]
     pub user_id: Option<String>,
     pub n: Option<usize>,
     pub explain: Option<bool>,
     /// RFC 3339 or Unix seconds.
+    #[param(
+        pattern = r"^([0-9]{1,11}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    )]
     pub time: Option<String>,
 }
 

@@ -27,10 +27,15 @@ const MAX_N: usize = 50;
 #[serde(deny_unknown_fields)]
 pub struct SuggestParams {
     /// What the user typed so far (1 to 200 characters).
+    #[param(min_length = 1, max_length = 200, pattern = r"\S")]
     pub q: String,
     /// Suggestions wanted (1 to 50; default 10).
+    #[param(minimum = 1, maximum = 50)]
     pub n: Option<usize>,
     /// Comma-separated kinds among `item`, `category`, `creator`, `collection` (default all).
+    #[param(
+        pattern = r"^(item|category|creator|collection)(,(item|category|creator|collection))*$"
+    )]
     pub kinds: Option<String>,
     /// Personalizes the order and applies the user's hides and mature setting.
     pub user_id: Option<String>,
