@@ -15,7 +15,7 @@ pub(crate) enum Role {
     Admin,
 }
 
-fn api_key(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn api_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -72,6 +72,35 @@ pub struct ServerSection {
     /// Requests in flight per route group (reads, writes, admin); past it, 503 with
     /// `Retry-After` at once instead of queueing into timeouts.
     pub max_inflight: usize,
+    /// Open connections at most; past it, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a connection may take to send a request's headers, and may stay idle between
+    /// requests; then it is closed (slow or idle clients hold no connection slot).
+    pub header_timeout_ms: u64,
+    pub rate_limit: RateLimitSection,
+}
+
+/// `[server.rate_limit]`: requests per second per API key (without keys, per client
+/// address) and route group; 0 is unlimited (the default). Past it, 429 with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    pub read_per_s: u32,
+    pub write_per_s: u32,
+    pub admin_per_s: u32,
+    /// The bucket holds this many seconds of the rate (bursts up to it pass at once).
+    pub burst_s: f64,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        Self {
+            read_per_s: 0,
+            write_per_s: 0,
+            admin_per_s: 0,
+            burst_s: 1.0,
+        }
+    }
 }
 
 /// API keys by role. With no key configured at all, the API is open (local use). Once any
@@ -122,6 +151,9 @@ impl Default for ServerSection {
             max_batch: 10_000,
             max_n: 500,
             max_inflight: 64,
+            max_connections: 4096,
+            header_timeout_ms: 30_000,
+            rate_limit: RateLimitSection::default(),
         }
     }
 }
@@ -133,6 +165,17 @@ impl ServerSection {
         }
         if self.max_batch == 0 || self.max_n == 0 {
             return Err("server.max_batch / server.max_n: must be positive".into());
+        }
+        if self.max_connections == 0 || self.header_timeout_ms == 0 {
+            return Err(
+                "server.max_connections / server.header_timeout_ms: must be positive".into(),
+            );
+        }
+        let b = self.rate_limit.burst_s;
+        if !(b.is_finite() && (0.001..=3600.0).contains(&b)) {
+            return Err(format!(
+                "server.rate_limit.burst_s = {b}: must be within 0.001..=3600"
+            ));
         }
         Ok(())
     }

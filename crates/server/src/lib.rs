@@ -10,6 +10,7 @@ pub mod history;
 mod observe;
 mod openapi;
 mod paging;
+mod ratelimit;
 pub mod resources;
 pub mod router;
 pub mod state;
@@ -32,11 +33,58 @@ pub fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = Result<(), RuntimeError>> + Send + 'static {
     let app = router::router(engine, Arc::new(config.clone()));
+    let max_conns = config.server.max_connections;
+    let header_timeout = std::time::Duration::from_millis(config.server.header_timeout_ms);
     async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| RuntimeError::Io(format!("http server: {e}")))
+        // hyper's own connection loop rather than `axum::serve`, for what that one does not
+        // offer: a cap on open connections and a timeout on headers and idle keep-alive.
+        let permits = Arc::new(tokio::sync::Semaphore::new(max_conns));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let app = app.clone();
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+                },
+            );
+            let conn =
+                graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc));
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection closed with an error");
+                }
+                drop(permit);
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
     }
 }
 

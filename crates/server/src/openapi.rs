@@ -23,8 +23,9 @@ pub fn paths_of(api: &OpenApi) -> BTreeSet<String> {
 }
 
 /// Adds to every operation of `api` the statuses of its layers and extractors:
-/// - `guarded` routes (behind `require` and `shed`): 401 without a key or with an unknown
-///   one, 403 for a role too low, 503 when the group's permits are taken;
+/// - `guarded` routes (behind `require`, `limit` and `shed`): 401 without a key or with an
+///   unknown one, 403 for a role too low, 429 past the key's rate, 503 when the group's
+///   permits are taken;
 /// - a JSON body (`JsonBody`): 400 (malformed, a bad field), 413 (past `server.max_body_bytes`
 ///   or `server.max_batch`), 415 (not JSON);
 /// - query or path parameters: 400 (a value that does not parse or is out of range).
@@ -169,6 +170,11 @@ fn declare(op: &mut Operation, guarded: bool, known: &Known) {
             "No API key, or an unknown one (keys are configured).",
         );
         add("403", "The key's role may not call this route.");
+        add(
+            "429",
+            "The key's rate for this route group is spent (`server.rate_limit`; `Retry-After` \
+             says when to retry).",
+        );
         add(
             "503",
             "Overloaded (the route group's in-flight limit; `Retry-After` says when to retry) \

@@ -5,6 +5,7 @@ use crate::auth::{Role, require};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorBody};
 use crate::observe;
+use crate::ratelimit::limit as rate_limit;
 use crate::resources::{
     dashboard, drift, editorial, events, experiments, faults, health, item_sources, items,
     metrics_history, models, recommendations, similar, suggest, users,
@@ -79,12 +80,15 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
         history: Arc::default(),
     };
     crate::history::spawn_sampler(&state.history, state.engine.env.state.clone());
-    // Auth first (outermost), then the in-flight limit: a refused key costs no permit.
+    // Auth first (outermost), then the key's rate, then the in-flight limit: a refused key
+    // costs no token, a refused rate no permit.
+    let rate = |role| crate::ratelimit::Limit::new(&state.config.server.rate_limit, role);
     let reads = OpenApiRouter::new()
         .merge(recommendations::routes())
         .merge(similar::routes())
         .merge(suggest::routes())
         .route_layer(middleware::from_fn_with_state(read_limit, shed))
+        .route_layer(middleware::from_fn_with_state(rate(Role::Read), rate_limit))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Read),
             require,
@@ -94,6 +98,10 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
         .merge(users::routes())
         .merge(events::routes())
         .route_layer(middleware::from_fn_with_state(write_limit, shed))
+        .route_layer(middleware::from_fn_with_state(
+            rate(Role::Write),
+            rate_limit,
+        ))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Write),
             require,
@@ -107,6 +115,10 @@ pub fn router(engine: Arc<Engine>, config: Arc<Config>) -> axum::Router {
         .merge(metrics_history::routes())
         .merge(item_sources::routes())
         .route_layer(middleware::from_fn_with_state(admin_limit, shed))
+        .route_layer(middleware::from_fn_with_state(
+            rate(Role::Admin),
+            rate_limit,
+        ))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Role::Admin),
             require,

@@ -7,6 +7,7 @@ mod erasure;
 mod experiments;
 mod gorse;
 mod input;
+mod limits;
 mod models;
 mod policy;
 mod reliability;
