@@ -1,5 +1,7 @@
 //! The Redis online feature store: per-user features in hash-tagged keys, written with
 //! idempotent commands by the feature updaters, read by a request in one pipelined round trip.
+//! One file: the key layout below is its contract, and every write, read, deletion and
+//! tombstone check here must agree on it.
 //!
 //! Keys of one user share the hash tag `{u:<user_id>}` so that they live in one Redis Cluster
 //! slot (one node, one round trip):
